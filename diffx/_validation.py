@@ -1,0 +1,96 @@
+"""Input checks shared by every public op.
+
+Errors a user can cause raise ``ValueError`` naming the argument, so a bad call fails at the
+boundary instead of deep inside a kernel or as a silent NaN. The finiteness checks read one
+scalar back from the device; they run once per call on the inputs, never inside loops.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_audio(x: torch.Tensor, name: str = "x", min_dim: int = 3) -> torch.Tensor:
+    """Check that ``x`` is a finite floating-point audio tensor ``(batch, channels, samples)``.
+
+    Args:
+        x: the audio tensor.
+        name: the argument name used in error messages.
+        min_dim: the least number of dimensions accepted (3 for ``(batch, channels, samples)``;
+            ops that accept any leading shape pass 1).
+
+    Returns:
+        ``x`` unchanged.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        shape = "(batch, channels, samples)" if min_dim == 3 else f"at least {min_dim} dims"
+        raise ValueError(f"{name} must be shaped {shape}, got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} has no samples (shape {tuple(x.shape)})")
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} Inf values")
+    return x
+
+
+def as_param(
+    value: torch.Tensor | float,
+    name: str,
+    batch_size: int,
+    like: torch.Tensor,
+    low: float | None = None,
+    high: float | None = None,
+) -> torch.Tensor:
+    """Turn a scalar or ``(batch,)`` parameter into a ``(batch,)`` tensor on ``like``'s device.
+
+    Args:
+        value: a Python number, a 0-d tensor, or a tensor shaped ``(batch,)`` or ``(1,)``.
+        name: the argument name used in error messages.
+        batch_size: the batch size of the audio the parameter applies to.
+        like: tensor whose dtype and device the result takes.
+        low, high: inclusive physical limits; values outside raise ``ValueError``.
+
+    Returns:
+        Tensor shaped ``(batch_size,)``; gradients flow back to ``value`` when it is a tensor.
+    """
+    if isinstance(value, torch.Tensor):
+        t = value.to(dtype=like.dtype, device=like.device)
+    else:
+        t = torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        t = t.expand(batch_size)
+    elif t.dim() == 1 and t.shape[0] in (1, batch_size):
+        t = t.expand(batch_size)
+    else:
+        raise ValueError(
+            f"{name} must be a scalar or shaped (batch,) = ({batch_size},), got shape "
+            f"{tuple(t.shape)}"
+        )
+    check_finite(t.detach(), name)
+    if low is not None and bool((t < low).any()):
+        raise ValueError(f"{name} must be >= {low}, got min {float(t.min()):.6g}")
+    if high is not None and bool((t > high).any()):
+        raise ValueError(f"{name} must be <= {high}, got max {float(t.max()):.6g}")
+    return t
+
+
+def check_sample_rate(sample_rate: float, name: str = "sample_rate") -> float:
+    """Check that the sample rate is a positive finite number (Hz)."""
+    try:
+        sr = float(sample_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in Hz, got {sample_rate!r}") from None
+    if not (sr > 0 and sr < float("inf")):
+        raise ValueError(f"{name} must be a positive finite number in Hz, got {sample_rate!r}")
+    return sr
