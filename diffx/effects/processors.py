@@ -1,0 +1,100 @@
+"""The core effects as modules (normalized parameters in, physical units inside)."""
+
+from __future__ import annotations
+
+import torch
+
+from diffx import functional as F
+from diffx.effects.base import Effect, ParamSpec
+
+# Frequency ranges of the parametric EQ bands, from DeepAFx-ST's PEQ (Steinmetz et al.,
+# JAES 2022, processors/dsp/peq.py; see shared ANCHORS.md): low shelf, four peaking bands,
+# high shelf. Gains +-24 dB and Q 0.1-10 come from the same source.
+_PEQ_BAND_RANGES_HZ = ((200.0, 2000.0, 400.0), (800.0, 4000.0, 1000.0),
+                       (2000.0, 8000.0, 4000.0), (4000.0, 10800.0, 8000.0))  # fmt: skip
+
+
+def _freq_spec(name: str, lo: float, hi: float, default: float, sample_rate: float) -> ParamSpec:
+    """A log-scaled frequency kept below 0.45 * sample_rate so every design stays valid."""
+    ceiling = 0.45 * sample_rate
+    hi = min(hi, ceiling)
+    lo = min(lo, hi / 2)
+    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log")
+
+
+class Gain(Effect):
+    """Volume change in dB."""
+
+    PARAMS = (ParamSpec("gain_db", -24.0, 24.0, 0.0, "dB"),)
+
+    def process(self, x, gain_db):
+        return x * (10 ** (gain_db / 20)).view(-1, 1, 1)
+
+
+class ParametricEQ(Effect):
+    """Low shelf, ``n_bands`` peaking bands and high shelf (exact IIR, per batch item).
+
+    Args:
+        sample_rate: Hz.
+        n_bands: number of peaking bands between the shelves (4 gives DeepAFx-ST's 6-band EQ).
+        param_ranges: overrides, see :class:`~diffx.effects.base.Effect`.
+    """
+
+    def __init__(self, sample_rate: float, n_bands: int = 4, param_ranges=None) -> None:
+        if n_bands < 0:
+            raise ValueError(f"n_bands must be >= 0, got {n_bands}")
+        self.n_bands = n_bands
+        if n_bands == 4:
+            band_ranges = _PEQ_BAND_RANGES_HZ
+        else:
+            # Geometric split of 200 Hz - 10.8 kHz, each band reaching an octave into its
+            # neighbours so the bands can cover the spectrum together.
+            edges = torch.logspace(
+                torch.log10(torch.tensor(200.0)), torch.log10(torch.tensor(10800.0)), n_bands + 1
+            ).tolist()
+            band_ranges = [
+                (edges[i] / 2, edges[i + 1] * 2, (edges[i] * edges[i + 1]) ** 0.5)
+                for i in range(n_bands)
+            ]
+        sr = float(sample_rate)
+        specs = [
+            _freq_spec("low_shelf_freq_hz", 20.0, 200.0, 100.0, sr),
+            ParamSpec("low_shelf_gain_db", -24.0, 24.0, 0.0, "dB"),
+            ParamSpec("low_shelf_q", 0.1, 10.0, 0.707, "", "log"),
+        ]
+        for i, (lo, hi, default) in enumerate(band_ranges, start=1):
+            specs += [
+                _freq_spec(f"band{i}_freq_hz", lo, hi, default, sr),
+                ParamSpec(f"band{i}_gain_db", -24.0, 24.0, 0.0, "dB"),
+                ParamSpec(f"band{i}_q", 0.1, 10.0, 0.707, "", "log"),
+            ]
+        specs += [
+            _freq_spec("high_shelf_freq_hz", 4000.0, 10800.0, 8000.0, sr),
+            ParamSpec("high_shelf_gain_db", -24.0, 24.0, 0.0, "dB"),
+            ParamSpec("high_shelf_q", 0.1, 10.0, 0.707, "", "log"),
+        ]
+        self.PARAMS = tuple(specs)
+        super().__init__(sample_rate, param_ranges)
+
+    def _eq_kwargs(self, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        def bands(suffix):
+            return torch.stack([p[f"band{i}_{suffix}"] for i in range(1, self.n_bands + 1)], 1)
+
+        return dict(
+            low_shelf_freq_hz=p["low_shelf_freq_hz"],
+            low_shelf_gain_db=p["low_shelf_gain_db"],
+            low_shelf_q=p["low_shelf_q"],
+            band_freqs_hz=bands("freq_hz"),
+            band_gains_db=bands("gain_db"),
+            band_qs=bands("q"),
+            high_shelf_freq_hz=p["high_shelf_freq_hz"],
+            high_shelf_gain_db=p["high_shelf_gain_db"],
+            high_shelf_q=p["high_shelf_q"],
+        )
+
+    def process(self, x, **p):
+        return F.parametric_eq(x, self.sample_rate, **self._eq_kwargs(p))
+
+    def sos(self, params: torch.Tensor) -> torch.Tensor:
+        """The ``(batch, n_bands + 2, 6)`` sections for normalized ``params`` (for plots)."""
+        return F.parametric_eq_sos(self.sample_rate, **self._eq_kwargs(self.denormalize(params)))
