@@ -24,3 +24,15 @@ def device(request) -> str:
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request) -> torch.dtype:
     return request.param
+
+
+def pytest_configure(config):
+    # Tests run in parallel workers (pytest -n 2) on small tensors: one intra-op thread per
+    # worker avoids oversubscribing the cores, which slows tiny ops by an order of magnitude.
+    torch.set_num_threads(1)
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
