@@ -28,7 +28,78 @@ class Gain(Effect):
     PARAMS = (ParamSpec("gain_db", -24.0, 24.0, 0.0, "dB"),)
 
     def process(self, x, gain_db):
-        return x * (10 ** (gain_db / 20)).view(-1, 1, 1)
+        return F.gain(x, gain_db)
+
+
+class Delay(Effect):
+    """Exact fractional delay (band-limited, frequency domain)."""
+
+    PARAMS = (ParamSpec("delay_ms", 0.0, 20.0, 0.0, "ms"),)
+
+    def process(self, x, delay_ms):
+        return F.fractional_delay(x, delay_ms, self.sample_rate)
+
+
+DISTORTION_KINDS = {"tanh": F.tanh_distortion, "soft_clip": F.soft_clip}
+
+
+class Distortion(Effect):
+    """Drive into a saturating waveshaper, then output gain.
+
+    Args:
+        sample_rate: Hz.
+        kind: ``"tanh"`` or ``"soft_clip"`` (cubic).
+        antialiasing: ``None`` or ``"adaa1"`` (first-order antiderivative anti-aliasing; it
+            delays the output by half a sample).
+        param_ranges: overrides, see :class:`~diffx.effects.base.Effect`.
+    """
+
+    PARAMS = (
+        ParamSpec("drive_db", 0.0, 36.0, 0.0, "dB"),
+        ParamSpec("output_gain_db", -24.0, 6.0, 0.0, "dB"),
+    )
+
+    def __init__(self, sample_rate, kind="tanh", antialiasing=None, param_ranges=None):
+        if kind not in DISTORTION_KINDS:
+            raise ValueError(f"kind must be one of {sorted(DISTORTION_KINDS)}, got {kind!r}")
+        super().__init__(sample_rate, param_ranges)
+        self.kind = kind
+        self.antialiasing = antialiasing
+
+    def process(self, x, drive_db, output_gain_db):
+        shaped = DISTORTION_KINDS[self.kind](x, drive_db, antialiasing=self.antialiasing)
+        return F.gain(shaped, output_gain_db)
+
+
+class NoiseReverb(Effect):
+    """Multiband noise-shaped reverb: an RT60 and a gain per band, and a wet/dry mix.
+
+    Args:
+        sample_rate: Hz.
+        n_bands: filterbank bands of the impulse response.
+        length_s: impulse response length in seconds (should exceed the longest RT60 / 2
+            for the tail to decay by 30 dB before it is cut).
+        param_ranges: overrides, see :class:`~diffx.effects.base.Effect`.
+    """
+
+    def __init__(self, sample_rate, n_bands: int = 6, length_s: float = 1.5, param_ranges=None):
+        if n_bands < 1:
+            raise ValueError(f"n_bands must be >= 1, got {n_bands}")
+        self.n_bands = n_bands
+        self.length_s = float(length_s)
+        self.PARAMS = (
+            *(ParamSpec(f"band{i}_rt60_s", 0.05, 3.0, 0.5, "s", "log") for i in range(n_bands)),
+            *(ParamSpec(f"band{i}_gain_db", -24.0, 0.0, 0.0, "dB") for i in range(n_bands)),
+            ParamSpec("mix", 0.0, 1.0, 0.0, ""),
+        )
+        super().__init__(sample_rate, param_ranges)
+
+    def process(self, x, mix, **bands):
+        rt60 = torch.stack([bands[f"band{i}_rt60_s"] for i in range(self.n_bands)], 1)
+        gains = torch.stack([bands[f"band{i}_gain_db"] for i in range(self.n_bands)], 1)
+        return F.noise_reverb(
+            x, self.sample_rate, rt60, gains, mix, length_s=self.length_s, n_bands=self.n_bands
+        )
 
 
 class ParametricEQ(Effect):
