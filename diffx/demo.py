@@ -164,7 +164,7 @@ def run_demo(out: str | Path = "outputs/demo", seconds: float = 6.0) -> list[Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, step in tqdm(STEPS.items(), desc="diffx demo", unit="effect"):
+    for _name, step in tqdm(STEPS.items(), desc="diffx demo", unit="effect"):
         written += step(out, seconds)
     print(f"wrote {len(written)} files to {out}/")
     for path in written:
