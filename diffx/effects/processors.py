@@ -169,3 +169,62 @@ class ParametricEQ(Effect):
     def sos(self, params: torch.Tensor) -> torch.Tensor:
         """The ``(batch, n_bands + 2, 6)`` sections for normalized ``params`` (for plots)."""
         return F.parametric_eq_sos(self.sample_rate, **self._eq_kwargs(self.denormalize(params)))
+
+
+class AllpassCascade(Effect):
+    """Allpass cascade of Bargum et al.: phase changes only, magnitude untouched.
+
+    Args:
+        sample_rate: Hz.
+        kind: one of :data:`diffx.functional.ALLPASS_KINDS`.
+        n_second: second-order sections (pole radius and centre frequency each).
+        n_first: first-order sections (one coefficient each).
+        stretch: delay ``M`` of stretched first-order sections (``"warped_stretched"``).
+        param_ranges: overrides, see :class:`~diffx.effects.base.Effect`.
+
+    The ranges keep every pole strictly inside the unit circle (R <= 0.999, |a| <= 0.999).
+    """
+
+    def __init__(self, sample_rate, kind="second_order", n_second=4, n_first=0, stretch=None,
+                 param_ranges=None):  # fmt: skip
+        if kind not in F.ALLPASS_KINDS:
+            raise ValueError(f"kind must be one of {F.ALLPASS_KINDS}, got {kind!r}")
+        self.kind, self.n_second, self.n_first, self.stretch = kind, n_second, n_first, stretch
+        sr = float(sample_rate)
+        specs = []
+        for i in range(n_second):
+            specs += [
+                ParamSpec(f"section{i}_pole_radius", 0.0, 0.999, 0.5, ""),
+                _freq_spec(f"section{i}_freq_hz", 20.0, 20000.0, 1000.0, sr),
+            ]
+        specs += [ParamSpec(f"first{i}_coeff", -0.999, 0.999, 0.0, "") for i in range(n_first)]
+        if kind.startswith("warped"):
+            specs.append(ParamSpec("warp", -0.999, 0.999, 0.0, ""))
+        self.PARAMS = tuple(specs)
+        super().__init__(sample_rate, param_ranges)
+
+    def _kwargs(self, p: dict[str, torch.Tensor]) -> dict:
+        kwargs = {}
+        if self.n_second:
+            kwargs["pole_radius"] = torch.stack(
+                [p[f"section{i}_pole_radius"] for i in range(self.n_second)], 1
+            )
+            kwargs["freq_hz"] = torch.stack(
+                [p[f"section{i}_freq_hz"] for i in range(self.n_second)], 1
+            )
+        if self.n_first:
+            kwargs["first_order_coeff"] = torch.stack(
+                [p[f"first{i}_coeff"] for i in range(self.n_first)], 1
+            )
+        if "warp" in p:
+            kwargs["warp"] = p["warp"]
+        if self.stretch is not None:
+            kwargs["stretch"] = self.stretch
+        return kwargs
+
+    def process(self, x, **p):
+        return F.allpass_cascade(x, self.sample_rate, self.kind, **self._kwargs(p))
+
+    def sos(self, params: torch.Tensor) -> torch.Tensor:
+        """Sections in scipy's layout for normalized ``params`` (for plots and export)."""
+        return F.allpass_sos(self.sample_rate, self.kind, **self._kwargs(self.denormalize(params)))

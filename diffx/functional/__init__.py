@@ -1,5 +1,15 @@
 """Pure differentiable audio functions in physical units (no state, no modules)."""
 
+from diffx.functional.allpass import KINDS as ALLPASS_KINDS  # noqa: I001
+from diffx.functional.allpass import (
+    allpass_cascade,
+    allpass_sos,
+    first_order_allpass_sos,
+    group_delay,
+    phase_response,
+    second_order_allpass_sos,
+    stretched_allpass_sos,
+)
 from diffx.functional.distortion import (
     adaa1,
     adaa_tolerance,
@@ -27,7 +37,15 @@ from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_fram
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
 
 __all__ = [
+    "ALLPASS_KINDS",
     "FILTER_TYPES",
+    "allpass_cascade",
+    "allpass_sos",
+    "first_order_allpass_sos",
+    "group_delay",
+    "phase_response",
+    "second_order_allpass_sos",
+    "stretched_allpass_sos",
     "adaa1",
     "adaa_tolerance",
     "band_masks",
