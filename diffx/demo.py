@@ -72,6 +72,38 @@ def demo_eq(out: Path, seconds: float) -> list[Path]:
     return _write(out, "eq", x, y, fig, plt)
 
 
+def demo_allpass(out: Path, seconds: float) -> list[Path]:
+    plt = _figure()
+    x = _clip("guitar_e_slide", seconds)
+    settings = {
+        "second_order": dict(pole_radius=torch.tensor([[0.95, 0.9, 0.8]]),
+                             freq_hz=torch.tensor([[150.0, 900.0, 4000.0]])),
+        "warped": dict(pole_radius=torch.tensor([[0.95, 0.9, 0.8]]),
+                       freq_hz=torch.tensor([[150.0, 900.0, 4000.0]]), warp=0.5),
+        "warped_stretched": dict(first_order_coeff=torch.tensor([[0.5, -0.3]]), warp=0.4),
+    }  # fmt: skip
+    y = F.allpass_cascade(x, SAMPLE_RATE, "second_order", **settings["second_order"])
+    freqs = torch.logspace(math.log10(20), math.log10(20000), 600)
+    fig, (ax_phase, ax_delay) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for kind, kwargs in settings.items():
+        stretch = 4 if kind == "warped_stretched" else 1
+        if kind == "warped_stretched":
+            # Unfactored rows: the stretched section is (k + z^-M) / (1 + k z^-M).
+            sos = F.stretched_allpass_sos(kwargs["first_order_coeff"], kwargs["warp"], stretch=1)
+        else:
+            sos = F.allpass_sos(SAMPLE_RATE, kind, **kwargs)
+        phase = F.phase_response(sos[0], freqs, SAMPLE_RATE, stretch=stretch)
+        delay_ms = F.group_delay(sos[0], freqs, SAMPLE_RATE, stretch=stretch) / SAMPLE_RATE * 1e3
+        ax_phase.semilogx(freqs, phase, label=kind)
+        ax_delay.semilogx(freqs, delay_ms, label=kind)
+    ax_phase.set(ylabel="phase (rad)", title="allpass cascades: phase and group delay")
+    ax_delay.set(xlabel="frequency (Hz)", ylabel="group delay (ms)")
+    for ax in (ax_phase, ax_delay):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _write(out, "allpass", x, y, fig, plt)
+
+
 def demo_distortion(out: Path, seconds: float) -> list[Path]:
     plt = _figure()
     x = _clip("guitar_e_fifths", seconds)
@@ -151,6 +183,7 @@ def _write(out: Path, name: str, x, y, fig, plt) -> list[Path]:
 
 STEPS: dict[str, Callable[[Path, float], list[Path]]] = {
     "eq": demo_eq,
+    "allpass": demo_allpass,
     "distortion": demo_distortion,
     "reverb": demo_reverb,
     "synth": demo_synth,
