@@ -62,8 +62,9 @@ class ParamSpec:
         return self.minimum + normalized * (self.maximum - self.minimum)
 
     def normalize(self, value: torch.Tensor | float) -> torch.Tensor:
-        """Map physical values to [0, 1] (inverse of :meth:`denormalize`)."""
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        """Map physical values to [0, 1] (inverse of :meth:`denormalize`), as float64."""
+        # float64, so a physical value survives the round trip (callers cast as needed).
+        value = torch.as_tensor(value, dtype=torch.float64)
         if self.scale == "log":
             lo, hi = math.log(self.minimum), math.log(self.maximum)
             return (torch.log(value) - lo) / (hi - lo)

@@ -40,6 +40,27 @@ class Delay(Effect):
         return F.fractional_delay(x, delay_ms, self.sample_rate)
 
 
+class Compressor(Effect):
+    """Feed-forward compressor with soft knee and attack/release ballistics on the gain (dB).
+
+    Ranges follow DeepAFx-ST (Steinmetz et al., JAES 2022; shared ANCHORS.md), except the
+    make-up gain, narrowed from +-48 dB to +-24 dB so random parameters stay listenable
+    (widen it with ``param_ranges``).
+    """
+
+    PARAMS = (
+        ParamSpec("threshold_db", -80.0, 0.0, -12.0, "dB"),
+        ParamSpec("ratio", 1.0, 20.0, 2.0, "", "log"),
+        ParamSpec("attack_ms", 0.1, 100.0, 1.0, "ms", "log"),
+        ParamSpec("release_ms", 5.0, 1000.0, 45.0, "ms", "log"),
+        ParamSpec("knee_db", 0.0, 12.0, 6.0, "dB"),
+        ParamSpec("makeup_gain_db", -24.0, 24.0, 0.0, "dB"),
+    )
+
+    def process(self, x, **p):
+        return F.compressor(x, self.sample_rate, **p)
+
+
 DISTORTION_KINDS = {"tanh": F.tanh_distortion, "soft_clip": F.soft_clip}
 
 

@@ -17,6 +17,7 @@ from diffx.functional.distortion import (
     soft_clip,
     tanh_distortion,
 )
+from diffx.functional.dynamics import compressor, compressor_gain_db
 from diffx.functional.filters import (
     FILTER_TYPES,
     biquad,
@@ -50,6 +51,8 @@ __all__ = [
     "adaa_tolerance",
     "band_masks",
     "biquad",
+    "compressor",
+    "compressor_gain_db",
     "convolution_reverb",
     "crossover_frequencies",
     "db_to_amplitude",

@@ -1,0 +1,467 @@
+"""Dynamic range compression: a differentiable feed-forward compressor.
+
+The design follows Giannoulis, Massberg & Reiss, "Digital Dynamic Range Compressor Design - A
+Tutorial and Analysis", JAES 60(6), 2012: level detection in dB, a static gain computer with a
+quadratic soft knee (their eq. 4), and smooth-branching attack/release ballistics applied to the
+gain in dB (their eq. 17 in the log domain, Fig. 7(c)); see :mod:`diffx.kernels.ballistics`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from diffx._validation import as_param, check_audio, check_sample_rate
+from diffx.kernels.ballistics import attack_release
+from diffx.kernels.ballistics import resolve_backend as _resolve_ballistics_backend
+from diffx.kernels.onepole import _PARALLEL_MIN_SAMPLES, compile_serial_and_parallel
+
+BACKENDS = ("auto", "numba", "cuda", "torch")
+
+# Amplitude floor of the level detector: levels are 10 log10(power + eps^2), so silence reads
+# as -160 dB instead of -inf, and the log's derivative 1 / (power + eps^2) stays finite. Far
+# below any threshold the compressor accepts (THRESHOLD_RANGE_DB) and below float32 resolution
+# of full-scale audio (about -140 dB), so it never changes the output of real audio.
+_EPS_AMPLITUDE = 1e-8
+_EPS_POWER = _EPS_AMPLITUDE**2
+
+_LN9 = math.log(9.0)  # 10%-90% rise time of a one-pole: t = ln(9) tau
+_DB_TO_NEPER = math.log(10.0) / 20.0  # 10^(g / 20) = exp(g * _DB_TO_NEPER)
+
+# Accepted parameter ranges (inclusive). Thresholds: down to -120 dB (still 40 dB above the
+# detector floor) and up to +24 dB (headroom of float audio above full scale). Times: from
+# 1 microsecond (the pole is already 0 at any audio rate; a lower bound keeps d alpha / dt =
+# alpha ln9 / (fs t^2) finite) to one minute. Makeup: +-120 dB keeps the linear gain
+# 10^(makeup / 20) far inside float32 range (float32 overflows near +770 dB).
+THRESHOLD_RANGE_DB = (-120.0, 24.0)
+MIN_RATIO = 1.0
+TIME_RANGE_MS = (1e-3, 60_000.0)
+MAKEUP_RANGE_DB = (-120.0, 120.0)
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks (the differentiable reference composition)
+# --------------------------------------------------------------------------------------------
+
+
+def detector_level_db(x: torch.Tensor) -> torch.Tensor:
+    """Channel-linked level in dB: the mean power over channels, per sample.
+
+    ``10 log10(mean_c x[c]^2 + eps^2)``. For one channel this is ``20 log10 |x|`` (with the
+    -160 dB floor of ``_EPS_AMPLITUDE``). Mean power rather than max |x| is smooth in every
+    channel, so each channel receives a gradient; for identical channels both agree.
+
+    Args:
+        x: ``(batch, channels, samples)`` detector input.
+
+    Returns:
+        ``(batch, samples)`` level in dB.
+    """
+    return 10.0 * torch.log10(x.square().mean(dim=1) + _EPS_POWER)
+
+
+def compressor_gain_db(
+    level_db: torch.Tensor,
+    threshold_db: torch.Tensor,
+    ratio: torch.Tensor,
+    knee_db: torch.Tensor,
+) -> torch.Tensor:
+    """Static gain computer with a quadratic soft knee (Giannoulis et al. 2012, eq. 4).
+
+    With ``d = level - threshold`` and knee width ``W``, the gain in dB is
+    ``0`` for ``2 d < -W``; ``(1/ratio - 1) (d + W/2)^2 / (2 W)`` for ``2 |d| <= W``;
+    ``(1/ratio - 1) d`` above. The curve and its derivatives in every argument are
+    continuous across both knee edges, and ``W = 0`` gives the hard knee with finite
+    gradients (the knee formula is never evaluated with a zero width).
+
+    Args:
+        level_db: ``(batch, samples)`` detector level in dB.
+        threshold_db: ``(batch,)`` dB.
+        ratio: ``(batch,)`` compression ratio >= 1.
+        knee_db: ``(batch,)`` knee width in dB >= 0.
+
+    Returns:
+        ``(batch, samples)`` gain in dB (<= 0).
+    """
+    return _gain_from_slope(level_db, threshold_db, 1.0 / ratio - 1.0, knee_db)
+
+
+def _gain_from_slope(level_db, threshold_db, slope, knee_db):
+    """Gain computer parameterised by ``slope = 1/ratio - 1`` (as the fused kernel)."""
+    d = level_db - threshold_db[:, None]
+    slope = slope[:, None]
+    knee = knee_db[:, None]
+    has_knee = knee > 0
+    safe_knee = torch.where(has_knee, knee, torch.ones_like(knee))
+    q = d + 0.5 * knee
+    in_knee = has_knee & (2.0 * d.abs() <= knee)
+    above = slope * d
+    soft = slope * q.square() / (2.0 * safe_knee)
+    return torch.where(2.0 * d < -knee, torch.zeros_like(d), torch.where(in_knee, soft, above))
+
+
+def time_to_pole(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
+    """One-pole coefficient whose step response rises from 10% to 90% in ``time_ms``.
+
+    ``alpha = exp(-ln 9 / (sample_rate * t))`` with ``t`` in seconds, the convention of
+    DeepAFx-ST's compressor (see ANCHORS.md).
+    """
+    return torch.exp(-_LN9 / (sample_rate * time_ms * 1e-3))
+
+
+def _compress_reference(x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db, be):
+    """The compressor as a composition of differentiable ops and the ballistics Function."""
+    level = detector_level_db(x if sc is None else sc)
+    target = _gain_from_slope(level, threshold_db, slope, knee_db)
+    smooth = attack_release(target, alpha_a, alpha_r, backend=be)
+    gain = torch.exp((smooth + makeup_db[:, None]) * _DB_TO_NEPER)
+    return x * gain[:, None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# fused numba kernels: detector + gain computer + ballistics + makeup + apply in one pass
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _gain_scalar(d, slope, knee, half_inv_knee):  # pragma: no cover - compiled
+    """Gain computer for one sample, branch-free (``d`` = level - threshold).
+
+    With ``q = clamp(d + W/2, 0, W)`` the three regions of eq. 4 are one expression,
+    ``slope (q^2 / (2W) + max(d - W/2, 0))``, so noisy levels near the knee cost no branch
+    mispredictions. ``half_inv_knee`` = 1 / (2W), hoisted out of the sample loop.
+    """
+    if knee > 0.0:
+        q = min(max(d + 0.5 * knee, 0.0), knee)
+        return slope * (q * q * half_inv_knee + max(d - 0.5 * knee, 0.0))
+    return slope * max(d, 0.0)
+
+
+def _fused_forward_body(x, sc, params, out, level, smooth, gain):  # pragma: no cover
+    """params (B, 6) = [threshold, slope, knee, alpha_a, alpha_r, makeup].
+
+    level (B, T) receives the detector level in dB, smooth (B, T) the smoothed gain in dB and
+    gain (B, T) the applied linear gain; the backward reads them instead of evaluating a
+    logarithm or an exponential again (each costs about as much as the recursion itself).
+    """
+    n_batch, n_ch, n_samples = x.shape
+    n_sc = sc.shape[1]
+    inv_sc = 1.0 / n_sc
+    db_per_log = 10.0 / math.log(10.0)
+    for b in prange(n_batch):
+        thr = params[b, 0]
+        slope = params[b, 1]
+        knee = params[b, 2]
+        aa = params[b, 3]
+        ar = params[b, 4]
+        makeup = params[b, 5]
+        half_inv_knee = 0.5 / knee if knee > 0.0 else 0.0
+        state = 0.0
+        for n in range(n_samples):
+            p = 0.0
+            for c in range(n_sc):
+                v = sc[b, c, n]
+                p += v * v
+            lvl = db_per_log * math.log(p * inv_sc + _EPS_POWER)
+            level[b, n] = lvl
+            g = _gain_scalar(lvl - thr, slope, knee, half_inv_knee)
+            alpha = aa if g < state else ar
+            state = alpha * state + (1.0 - alpha) * g
+            smooth[b, n] = state
+        for n in range(n_samples):
+            lin = math.exp((smooth[b, n] + makeup) * _DB_TO_NEPER)
+            gain[b, n] = lin
+            for c in range(n_ch):
+                out[b, c, n] = x[b, c, n] * lin
+
+
+def _fused_backward_body(
+    grad_out, x, sc, params, level, smooth, gain, grad_x, grad_sc, grad_params, sc_is_x, need_sc
+):  # pragma: no cover - compiled
+    """One reverse pass per row.
+
+    grad_x (B, C, T) receives dL/dx through the applied gain (and through the detector when
+    ``sc_is_x``); grad_sc (B, Csc, T) receives the detector path when the side-chain is a
+    separate input and ``need_sc``; grad_params (B, 6) receives the parameter gradients,
+    accumulated in float64.
+    """
+    n_batch, n_ch, n_samples = x.shape
+    n_sc = sc.shape[1]
+    inv_sc = 1.0 / n_sc
+    db_per_log = 10.0 / math.log(10.0)
+    for b in prange(n_batch):
+        thr = params[b, 0]
+        slope = params[b, 1]
+        knee = params[b, 2]
+        aa = params[b, 3]
+        ar = params[b, 4]
+        half_inv_knee = 0.5 / knee if knee > 0.0 else 0.0
+        w = 0.0
+        alpha_next = 0.0
+        d_thr = 0.0
+        d_slope = 0.0
+        d_knee = 0.0
+        d_aa = 0.0
+        d_ar = 0.0
+        d_makeup = 0.0
+        for n in range(n_samples - 1, -1, -1):
+            # Output = x * exp((smooth + makeup) k): the direct path and dL/dsmooth.
+            lin = gain[b, n]
+            g_state = 0.0
+            for c in range(n_ch):
+                go = grad_out[b, c, n]
+                grad_x[b, c, n] = go * lin
+                g_state += go * x[b, c, n]
+            g_state *= lin * _DB_TO_NEPER
+            d_makeup += g_state
+            # Gain computer and its derivatives (see _gain_scalar; q/W is 0 below the knee,
+            # the knee slope inside, 1 above).
+            d = level[b, n] - thr
+            if knee > 0.0:
+                q = min(max(d + 0.5 * knee, 0.0), knee)
+                above = max(d - 0.5 * knee, 0.0)
+                g_norm = q * q * half_inv_knee + above
+                dg_dd = 2.0 * slope * q * half_inv_knee
+                dg_dknee = 2.0 * slope * q * (knee - q) * half_inv_knee * half_inv_knee
+            else:
+                g_norm = max(d, 0.0)
+                dg_dd = slope * (1.0 if d > 0.0 else 0.0)
+                dg_dknee = 0.0
+            g = slope * g_norm
+            # Ballistics adjoint with the branch held fixed.
+            prev = smooth[b, n - 1] if n > 0 else 0.0
+            attack = g < prev
+            alpha = aa if attack else ar
+            w = g_state + alpha_next * w
+            alpha_next = alpha
+            # Branch-free accumulation: with noisy levels the attack/release choice is
+            # unpredictable, and a mispredicted branch costs more than the arithmetic.
+            d_alpha = w * (prev - g)
+            attack_weight = 1.0 if attack else 0.0
+            d_aa += attack_weight * d_alpha
+            d_ar += (1.0 - attack_weight) * d_alpha
+            grad_g = (1.0 - alpha) * w
+            grad_d = grad_g * dg_dd
+            d_thr -= grad_d
+            d_slope += grad_g * g_norm
+            d_knee += grad_g * dg_dknee
+            # Detector: d/dsc[c] of 10 log10(mean sc^2 + eps^2) = db_per_log 2 sc[c] / (C p).
+            if sc_is_x or need_sc:
+                p = 0.0
+                for c in range(n_sc):
+                    v = sc[b, c, n]
+                    p += v * v
+                coeff = grad_d * (db_per_log * 2.0 * inv_sc) / (p * inv_sc + _EPS_POWER)
+                if sc_is_x:
+                    for c in range(n_ch):
+                        grad_x[b, c, n] += coeff * x[b, c, n]
+                else:
+                    for c in range(n_sc):
+                        grad_sc[b, c, n] = coeff * sc[b, c, n]
+        grad_params[b, 0] = d_thr
+        grad_params[b, 1] = d_slope
+        grad_params[b, 2] = d_knee
+        grad_params[b, 3] = d_aa
+        grad_params[b, 4] = d_ar
+        grad_params[b, 5] = d_makeup
+
+
+_fused_forward_serial, _fused_forward = compile_serial_and_parallel(_fused_forward_body)
+_fused_backward_serial, _fused_backward = compile_serial_and_parallel(_fused_backward_body)
+
+
+class _FusedCompressor(torch.autograd.Function):
+    """Numba-fused compressor on CPU; inputs x (B, C, T), sc (B, Csc, T) or None, params (B,).
+
+    Returns the output and, as non-differentiable extras, the detector level (dB), smoothed
+    gain (dB) and applied linear gain, each ``(B, T)``, that the fused backward reads.
+    """
+
+    @staticmethod
+    def forward(x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db):
+        x_np = x.detach().contiguous().numpy()
+        sc_np = x_np if sc is None else sc.detach().contiguous().numpy()
+        params = _stack_params(threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db)
+        out = np.empty_like(x_np)
+        level = np.empty((x_np.shape[0], x_np.shape[2]), dtype=x_np.dtype)
+        smooth = np.empty_like(level)
+        gain = np.empty_like(level)
+        kernel = _fused_forward if x_np.size >= _PARALLEL_MIN_SAMPLES else _fused_forward_serial
+        kernel(x_np, sc_np, params, out, level, smooth, gain)
+        return tuple(torch.from_numpy(a) for a in (out, level, smooth, gain))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.has_sc = inputs[1] is not None
+        ctx.set_materialize_grads(False)
+        # The double-backward path recomputes everything from the inputs instead.
+        ctx.mark_non_differentiable(*output[1:])
+        sc = inputs[1] if ctx.has_sc else inputs[0]
+        ctx.save_for_backward(*output[1:], inputs[0], sc, *inputs[2:])
+
+    @staticmethod
+    def backward(ctx, grad_out, *_grad_extras):
+        level, smooth, gain, x, sc, *params = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if grad_out is None:
+            return (None,) * 8
+        if torch.is_grad_enabled():
+            return _recompute_backward(ctx, grad_out, x, sc, params)
+        x_np = x.detach().contiguous().numpy()
+        sc_np = sc.detach().contiguous().numpy()
+        grad_x = np.empty_like(x_np)
+        need_sc = ctx.has_sc and needs[1]
+        grad_sc = np.empty_like(sc_np) if need_sc else np.empty((1, 1, 1), dtype=x_np.dtype)
+        grad_params = np.empty((x_np.shape[0], 6), dtype=np.float64)
+        kernel = _fused_backward if x_np.size >= _PARALLEL_MIN_SAMPLES else _fused_backward_serial
+        kernel(
+            grad_out.detach().contiguous().numpy(),
+            x_np,
+            sc_np,
+            _stack_params(*params),
+            level.numpy(),
+            smooth.numpy(),
+            gain.numpy(),
+            grad_x,
+            grad_sc,
+            grad_params,
+            not ctx.has_sc,
+            need_sc,
+        )
+        grad_params = torch.from_numpy(grad_params).to(x.dtype)
+        return (
+            torch.from_numpy(grad_x) if needs[0] else None,
+            torch.from_numpy(grad_sc) if need_sc else None,
+            *(grad_params[:, i] if needs[2 + i] else None for i in range(6)),
+        )
+
+
+def _stack_params(*params):
+    return torch.stack([p.detach() for p in params], dim=1).contiguous().numpy()
+
+
+def _recompute_backward(ctx, grad_out, x, sc, params):
+    """Differentiable backward (create_graph=True): autograd through the reference composition.
+
+    The ballistics inside it use the numba back end, whose own backward is differentiable, so
+    every order of derivative is available.
+    """
+    inputs = [x, sc if ctx.has_sc else None, *params]
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+    with torch.enable_grad():
+        out = _compress_reference(x, sc if ctx.has_sc else None, *params, "numba")
+        grads = torch.autograd.grad(
+            out, [inputs[i] for i in wanted], grad_out, create_graph=True, allow_unused=True
+        )
+    result = [None] * 8
+    for i, grad in zip(wanted, grads):
+        result[i] = grad if grad is not None else torch.zeros_like(inputs[i])
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------------------------
+# public op
+# --------------------------------------------------------------------------------------------
+
+
+def compressor(
+    x: torch.Tensor,
+    sample_rate: float,
+    threshold_db: torch.Tensor | float,
+    ratio: torch.Tensor | float,
+    attack_ms: torch.Tensor | float,
+    release_ms: torch.Tensor | float,
+    knee_db: torch.Tensor | float = 0.0,
+    makeup_gain_db: torch.Tensor | float = 0.0,
+    sidechain: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Feed-forward dynamic range compressor (Giannoulis, Massberg & Reiss, JAES 2012).
+
+    Per sample: the detector level ``L = 10 log10(mean_c s[c]^2 + eps^2)`` dB of the side-chain
+    ``s`` (``x`` itself by default; channels are linked through their mean power, so every
+    channel gets the same gain), the static soft-knee curve of :func:`compressor_gain_db`
+    (threshold ``T``, ratio ``R``, knee ``W``) gives the target gain ``g = curve(L) - L`` <= 0
+    dB, the smooth-branching ballistics of :func:`diffx.kernels.ballistics.attack_release`
+    smooth ``g`` in dB (attack while gain reduction grows, release otherwise, starting from
+    0 dB), and the output is ``x * 10^((g_smooth + makeup) / 20)``.
+
+    Steady state: for a constant level ``L >= T + W/2`` the output level is
+    ``T + (L - T) / R + makeup``; below ``T - W/2`` the input passes with the makeup gain only.
+
+    Time constants: ``alpha = exp(-ln 9 / (sample_rate * t))`` with ``t`` the attack or release
+    time in seconds, so ``t`` is the 10%-90% rise time of the gain in dB after a step in level
+    (the DeepAFx-ST convention, see ANCHORS.md; time constant ``tau = t / ln 9``).
+
+    Differences from pedalboard's ``Compressor`` (JUCE ``dsp::Compressor``), measured against
+    pedalboard 0.9: JUCE smooths the linear peak envelope ``|x|`` with a branching one-pole
+    *before* the gain computer (``env`` attacks when ``|x| > env``) and then applies the hard
+    knee ``(env / T)^(1/R - 1)``; its channels are compressed independently (unlinked), and its
+    time constant is ``tau = t / (2 pi)`` (``alpha = exp(-2 pi / (fs t))``): a 100 ms release
+    decays with tau = 15.9 ms, where ours has tau = 45.5 ms. There is no knee. For a
+    steady level both give ``T + (L - T) / R``; with times converted by
+    ``t_diffx = t_juce * ln 9 / (2 pi)`` their outputs on music stay close (see the tests for
+    the tolerance), differing on transients because one smooths level and the other gain.
+
+    Args:
+        x: ``(batch, channels, samples)`` audio.
+        sample_rate: Hz.
+        threshold_db: scalar or ``(batch,)``, dB in ``THRESHOLD_RANGE_DB`` = [-120, 24].
+        ratio: scalar or ``(batch,)``, >= 1 (1 = no compression; large values limit).
+        attack_ms: scalar or ``(batch,)``, ms in ``TIME_RANGE_MS`` = [0.001, 60000].
+        release_ms: scalar or ``(batch,)``, ms in ``TIME_RANGE_MS``.
+        knee_db: scalar or ``(batch,)``, knee width in dB >= 0 (0 = hard knee).
+        makeup_gain_db: scalar or ``(batch,)``, dB in ``MAKEUP_RANGE_DB`` = [-120, 120].
+        sidechain: optional ``(batch, sc_channels, samples)`` detector input (same batch size
+            and length as ``x``; any channel count). Differentiable.
+        backend: ``"auto"`` (fused numba kernel on CPU, numba.cuda ballistics on CUDA),
+            ``"numba"``, ``"cuda"``, or ``"torch"`` (tensor ops around the reference loop).
+
+    Returns:
+        ``(batch, channels, samples)`` compressed audio. Differentiable in ``x``, ``sidechain``
+        and every parameter, to any order (the attack/release branch is held fixed).
+
+    Raises:
+        ValueError: naming the argument, for bad audio, shapes or out-of-range parameters.
+    """
+    check_audio(x, "x")
+    sr = check_sample_rate(sample_rate)
+    B, C, T = x.shape  # batch, channels, samples
+    if sidechain is not None:
+        check_audio(sidechain, "sidechain")
+        if sidechain.dim() != 3 or sidechain.shape[0] != B or sidechain.shape[2] != T:
+            raise ValueError(
+                f"sidechain must be shaped (batch, sc_channels, samples) = ({B}, *, {T}), got "
+                f"shape {tuple(sidechain.shape)}"
+            )
+        sidechain = sidechain.to(dtype=x.dtype)
+        if sidechain.device != x.device:
+            raise ValueError(f"sidechain is on {sidechain.device} but x is on {x.device}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    threshold = as_param(threshold_db, "threshold_db", B, x, *THRESHOLD_RANGE_DB)
+    ratio_t = as_param(ratio, "ratio", B, x, low=MIN_RATIO)
+    attack = as_param(attack_ms, "attack_ms", B, x, *TIME_RANGE_MS)
+    release = as_param(release_ms, "release_ms", B, x, *TIME_RANGE_MS)
+    knee = as_param(knee_db, "knee_db", B, x, low=0.0)
+    makeup = as_param(makeup_gain_db, "makeup_gain_db", B, x, *MAKEUP_RANGE_DB)
+
+    slope = 1.0 / ratio_t - 1.0
+    alpha_a = time_to_pole(attack, sr)
+    alpha_r = time_to_pole(release, sr)
+    if backend == "auto":
+        backend = "numba" if x.device.type == "cpu" else "cuda" if x.is_cuda else "torch"
+    if backend == "numba":
+        if x.device.type != "cpu":
+            raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
+        out, *_ = _FusedCompressor.apply(
+            x, sidechain, threshold, slope, knee, alpha_a, alpha_r, makeup
+        )
+        return out
+    backend = _resolve_ballistics_backend(backend, x)
+    return _compress_reference(
+        x, sidechain, threshold, slope, knee, alpha_a, alpha_r, makeup, backend
+    )
