@@ -104,6 +104,40 @@ def demo_allpass(out: Path, seconds: float) -> list[Path]:
     return _write(out, "allpass", x, y, fig, plt)
 
 
+def demo_compressor(out: Path, seconds: float) -> list[Path]:
+    plt = _figure()
+    x = _clip("guitar_em9", seconds)
+    settings = dict(threshold_db=-30.0, ratio=6.0, attack_ms=5.0, release_ms=120.0,
+                    knee_db=6.0, makeup_gain_db=12.0)  # fmt: skip
+    y = F.compressor(x, SAMPLE_RATE, **settings)
+    fig, (ax_curve, ax_env) = plt.subplots(1, 2, figsize=(10, 4), width_ratios=(1, 2))
+    level = torch.linspace(-60, 0, 241)[None]
+    one = torch.ones(1)
+    gain = F.compressor_gain_db(level, settings["threshold_db"] * one, settings["ratio"] * one,
+                                settings["knee_db"] * one)  # fmt: skip
+    ax_curve.plot(level[0], level[0] + gain[0], label="output level")
+    ax_curve.plot(level[0], level[0], "k:", lw=0.8, label="unity")
+    ax_curve.set(xlabel="input level (dB)", ylabel="output level (dB)",
+                 title="static curve (before make-up)")  # fmt: skip
+    ax_curve.legend(fontsize=8)
+    ax_curve.grid(alpha=0.3)
+    # Short-term levels (10 ms RMS) show the gain reduction following the playing.
+    hop = int(0.01 * SAMPLE_RATE)
+
+    def envelope_db(signal):
+        frames = signal.flatten()[: signal.shape[-1] // hop * hop].reshape(-1, hop)
+        return 10 * torch.log10(frames.square().mean(1) + 1e-10)
+
+    t = np.arange(x.shape[-1] // hop) * hop / SAMPLE_RATE
+    ax_env.plot(t, envelope_db(x), lw=0.8, label="input")
+    ax_env.plot(t, envelope_db(y), lw=0.8, label="output (with make-up)")
+    ax_env.set(xlabel="time (s)", ylabel="level (dB, 10 ms RMS)", ylim=(-70, 0),
+               title="compressor on a real guitar")  # fmt: skip
+    ax_env.legend(fontsize=8)
+    ax_env.grid(alpha=0.3)
+    return _write(out, "compressor", x, y, fig, plt)
+
+
 def demo_distortion(out: Path, seconds: float) -> list[Path]:
     plt = _figure()
     x = _clip("guitar_e_fifths", seconds)
@@ -184,6 +218,7 @@ def _write(out: Path, name: str, x, y, fig, plt) -> list[Path]:
 STEPS: dict[str, Callable[[Path, float], list[Path]]] = {
     "eq": demo_eq,
     "allpass": demo_allpass,
+    "compressor": demo_compressor,
     "distortion": demo_distortion,
     "reverb": demo_reverb,
     "synth": demo_synth,

@@ -99,7 +99,10 @@ def sosfilt(x: torch.Tensor, sos: torch.Tensor, backend: str = "auto") -> torch.
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     B, C, T = x.shape  # batch, channels, samples
-    sos = _check_sos(sos, B).to(dtype=x.dtype, device=x.device)
+    # Every back end keeps coefficients and filter states in float64 whatever the audio's
+    # dtype. For float32 audio this removes the coefficient rounding that dominates the error
+    # of high-Q and low-frequency sections; the output and stored signals stay float32.
+    sos = _check_sos(sos, B).to(dtype=torch.float64, device=x.device)
     norm = normalize_sos(sos)
     rows_sos = norm.unsqueeze(1).expand(B, C, -1, -1).reshape(B * C, -1, 5)
     y = sos_cascade(x.reshape(B * C, T), rows_sos.contiguous(), backend)
@@ -260,11 +263,13 @@ def parametric_eq(
         frequency-sampled approximation), differentiable in audio and every parameter.
     """
     check_audio(x, "x")
-    sos = parametric_eq_sos(
-        sample_rate, low_shelf_freq_hz, low_shelf_gain_db, band_freqs_hz, band_gains_db,
-        band_qs, high_shelf_freq_hz, high_shelf_gain_db, low_shelf_q, high_shelf_q,
-    )  # fmt: skip
-    return sosfilt(x, sos.to(x.dtype), backend=backend)
+    params = (low_shelf_freq_hz, low_shelf_gain_db, band_freqs_hz, band_gains_db, band_qs,
+              high_shelf_freq_hz, high_shelf_gain_db, low_shelf_q, high_shelf_q)  # fmt: skip
+    # Design in float64 too, so float32 parameters give exact float64 coefficients for the
+    # float64 recursion (see sosfilt); gradients flow back through the cast.
+    params = tuple(p.double() if isinstance(p, torch.Tensor) else p for p in params)
+    sos = parametric_eq_sos(sample_rate, *params)
+    return sosfilt(x, sos, backend=backend)
 
 
 def sos_frequency_response(

@@ -294,7 +294,10 @@ def _forward(x, sos, backend):
     if backend == "numba":
         return _forward_numba(x, sos)
     allpole = _allpole_loop if backend == "torch" else _allpole_scan
-    return _forward_sections(x, sos, allpole)
+    # The tensor back ends compute in float64: in float32 the chunk states of the scan lose
+    # all accuracy for poles near z = 1 (low shelves, low-frequency resonances), where the
+    # state (y[n], y[n-1]) is large and nearly degenerate.
+    return _forward_sections(x.double(), sos.double(), allpole).to(x.dtype)
 
 
 class _SosCascade(torch.autograd.Function):
@@ -327,12 +330,18 @@ class _SosCascade(torch.autograd.Function):
             def reverse(g, a):
                 return allpole(g.flip(-1), a).flip(-1)
 
-            grad_x, grad_sos = _backward_sections(grad_y, x, sos, ys, need_sos, reverse)
+            grad_x, grad_sos = _backward_sections(
+                grad_y.double(), x.double(), sos.double(), ys.double(), need_sos, reverse
+            )
+            grad_x = grad_x.to(x.dtype)
+            grad_sos = grad_sos.to(sos.dtype) if need_sos else None
         return (grad_x if need_x else None), (grad_sos if need_sos else None), None
 
 
 def _differentiable_backward(grad_y, x, sos, need_sos, backend):
     """Backward from differentiable pieces (this Function and tensor ops), for create_graph."""
+    # One dtype throughout (the numba path may hold float64 coefficients for float32 audio).
+    sos = sos.to(x.dtype)
     impulse_b = torch.zeros_like(sos[:, :1, :3])
     impulse_b[..., 0] = 1.0
 
@@ -361,7 +370,9 @@ def sos_cascade(x: torch.Tensor, sos: torch.Tensor, backend: str = "auto") -> to
 
     Args:
         x: ``(rows, samples)`` signal.
-        sos: ``(rows, n_sections, 5)`` coefficients ``[b0, b1, b2, a1, a2]`` with a0 = 1.
+        sos: ``(rows, n_sections, 5)`` coefficients ``[b0, b1, b2, a1, a2]`` with a0 = 1; the
+            ``numba`` back end also takes float64 coefficients with float32 ``x`` (it computes
+            in float64 and stores float32).
         backend: ``"auto"`` (numba on CPU, scan on CUDA), ``"numba"``, ``"scan"``, ``"torch"``.
 
     Returns:

@@ -238,14 +238,21 @@ def test_parametric_eq_matches_scipy_lfilter_chain():
         assert np.abs(y[b, 0].numpy() - ref).max() < 1e-5
 
 
-def test_parametric_eq_float32_relative_error():
-    params = peq_params(2, seed=1, dtype=torch.float32)
-    x = torch.randn(2, 1, 16000)
-    y = parametric_eq(x, SR, **params)
-    sos = parametric_eq_sos(SR, **params).double().numpy()
+@pytest.mark.parametrize("backend", ["numba", "scan"])
+def test_parametric_eq_float32_relative_error(backend):
+    """float32 audio and parameters against the float64 design and scipy, over 3 s.
+
+    Low shelves near 20 Hz put poles within 0.3 % of z = 1; in plain float32 arithmetic
+    their coefficient rounding alone costs ~3e-4, and a float32 chunked scan diverges.
+    """
+    params64 = peq_params(2, seed=1)
+    params32 = {k: v.float() for k, v in params64.items()}
+    x = torch.randn(2, 1, 131072)
+    y = parametric_eq(x, SR, **params32, backend=backend)
+    sos = parametric_eq_sos(SR, **params64).numpy()
     for b in range(2):
         ref = lfilter_chain(sos[b], x[b, 0].double().numpy())
-        assert np.abs(y[b, 0].double().numpy() - ref).max() / np.abs(ref).max() < 1e-4
+        assert np.abs(y[b, 0].double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
 
 
 def test_frequency_response_matches_scipy_freqz():
