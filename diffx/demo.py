@@ -167,7 +167,7 @@ def demo_reverb(out: Path, seconds: float) -> list[Path]:
     energy = torch.flip(torch.cumsum(torch.flip(ir.double() ** 2, [0]), 0), [0])
     fig, ax = plt.subplots(figsize=(8, 4))
     t = np.arange(len(ir)) / SAMPLE_RATE
-    ax.plot(t, 10 * np.log10(energy / energy[0]).numpy())
+    ax.plot(t, 10 * np.log10((energy / energy[0]).numpy()))
     ax.set(xlabel="time (s)", ylabel="energy (dB)", ylim=(-90, 3),
            title="noise reverb: Schroeder energy decay of the impulse response")  # fmt: skip
     ax.grid(alpha=0.3)
