@@ -16,8 +16,10 @@ from diffx.functional.dynamics import (
     MAKEUP_RANGE_DB,
     THRESHOLD_RANGE_DB,
     TIME_RANGE_MS,
+    _compress_reference,
     compressor,
     compressor_gain_db,
+    time_to_pole,
 )
 from tests.conftest import requires_cuda, requires_pedalboard
 
@@ -228,7 +230,7 @@ def _check_grads(needs, backend, second_order, fast_mode=False):
 
 @pytest.mark.parametrize("needs", COMBOS, ids=lambda c: "".join("1" if v else "0" for v in c))
 def test_gradcheck_every_combination(needs):
-    """All 255 subsets of inputs requiring grad (the fused backward skips work by subset).
+    """All 255 subsets of inputs requiring grad (the CPU backward skips work by subset).
 
     First order: the full Jacobian for every subset. Second order: gradgradcheck's fast mode
     (a random projection) for the sweep, the full check for single inputs and all together.
@@ -283,6 +285,50 @@ def test_backends_agree_values_and_gradients(dtype, with_sidechain):
     tol = dict(rtol=2e-4, atol=2e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
     for ref, got in zip(results["torch"], results["numba"]):
         torch.testing.assert_close(got, ref, **tol)
+
+
+@pytest.mark.parametrize("channels, sc_channels", [(1, None), (2, None), (1, 1), (2, 3)])
+def test_long_input_matches_reference_composition(channels, sc_channels):
+    """Inputs long enough for the multi-threaded kernels, mono and multichannel, against the
+    differentiable reference composition (tensor ops + the ballistics Function), float64."""
+    gen = torch.Generator().manual_seed(6)
+    B, T, sr = 2, 20000, 44100
+    x = 0.5 * torch.randn(B, channels, T, generator=gen, dtype=torch.float64)
+    sc = None
+    if sc_channels is not None:
+        sc = 0.5 * torch.randn(B, sc_channels, T, generator=gen, dtype=torch.float64)
+    f64 = dict(dtype=torch.float64)
+    params = {
+        "threshold_db": torch.tensor([-20.0, -35.0], **f64),
+        "ratio": torch.tensor([4.0, 10.0], **f64),
+        "attack_ms": torch.tensor([5.0, 0.5], **f64),
+        "release_ms": torch.tensor([50.0, 20.0], **f64),
+        "knee_db": torch.tensor([6.0, 0.0], **f64),
+        "makeup_gain_db": torch.tensor([2.0, -1.0], **f64),
+    }
+    weight = torch.randn(B, channels, T, generator=gen, dtype=torch.float64)
+    results = []
+    for use_reference in (False, True):
+        xb = x.clone().requires_grad_()
+        scb = None if sc is None else sc.clone().requires_grad_()
+        pb = {k: v.clone().requires_grad_() for k, v in params.items()}
+        if use_reference:
+            p = pb
+            alpha_a = time_to_pole(p["attack_ms"], sr)
+            alpha_r = time_to_pole(p["release_ms"], sr)
+            slope = 1.0 / p["ratio"] - 1.0
+            args = (p["threshold_db"], slope, p["knee_db"], alpha_a, alpha_r)
+            y = _compress_reference(xb, scb, *args, p["makeup_gain_db"], "numba")
+        else:
+            y = compressor(xb, sr, sidechain=scb, backend="numba", **pb)
+        (y * weight).sum().backward()
+        grads = [xb.grad, *(pb[k].grad for k in PARAM_NAMES)]
+        if sc is not None:
+            grads.append(scb.grad)
+        results.append((y.detach(), *grads))
+    assert results[0][0].abs().max() < 0.9 * x.abs().max()  # it compresses
+    for got, ref in zip(*results):
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
 
 
 def test_batch_consistency():
