@@ -320,3 +320,15 @@ def test_parametric_eq_band_shape_mismatch():
     params["band_qs"] = params["band_qs"][:, :3]
     with pytest.raises(ValueError, match="band_qs has 3 bands but band_freqs_hz has 4"):
         parametric_eq(torch.randn(2, 1, 100, dtype=torch.float64), SR, **params)
+
+
+def test_sosfilt_matches_torchaudio_lfilter_where_available():
+    """Cross-check with torchaudio when it imports (optional; its wheels are CUDA-linked)."""
+    torchaudio_functional = pytest.importorskip("torchaudio.functional")
+    sos = random_sos(2, 1, seed=12)
+    x = torch.randn(2, 1, 3000, dtype=torch.float64)
+    norm = sos[:, 0] / sos[:, 0, 3:4]
+    expected = torchaudio_functional.lfilter(
+        x[:, 0], norm[:, 3:], norm[:, :3], clamp=False, batching=True
+    )
+    torch.testing.assert_close(sosfilt(x, sos)[:, 0], expected, atol=1e-9, rtol=1e-9)
