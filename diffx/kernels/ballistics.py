@@ -41,12 +41,11 @@ from numba import prange
 
 from diffx.kernels.onepole import (
     _PARALLEL_MIN_SAMPLES,
+    BACKENDS,  # noqa: F401  (re-exported: same back ends)
     _OnePole,
     compile_serial_and_parallel,
+    resolve_backend,
 )
-
-BACKENDS = ("auto", "numba", "cuda", "torch")
-
 
 # --------------------------------------------------------------------------------------------
 # numba CPU back end
@@ -286,19 +285,6 @@ def _backward_torch(grad_y, g, y, alpha_a, alpha_r):
 
 _FORWARD = {"numba": _forward_numba, "cuda": _forward_cuda, "torch": _forward_torch}
 _BACKWARD = {"numba": _backward_numba, "cuda": _backward_cuda, "torch": _backward_torch}
-
-
-def resolve_backend(backend: str, x: torch.Tensor) -> str:
-    """Pick the back end: numba for CPU tensors, the numba.cuda kernel for CUDA tensors."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "cuda" if x.device.type == "cuda" else "numba" if x.device.type == "cpu" else "torch"
-    if backend == "numba" and x.device.type != "cpu":
-        raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
-    if backend == "cuda" and x.device.type != "cuda":
-        raise ValueError("backend='cuda' runs on CUDA tensors only; use 'numba' or 'auto'")
-    return backend
 
 
 class _AttackRelease(torch.autograd.Function):
