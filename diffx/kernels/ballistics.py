@@ -42,6 +42,7 @@ from numba import prange
 from diffx.kernels.onepole import (
     _PARALLEL_MIN_SAMPLES,
     BACKENDS,  # noqa: F401  (re-exported: same back ends)
+    _launch,
     _OnePole,
     compile_serial_and_parallel,
     resolve_backend,
@@ -188,15 +189,6 @@ def _cuda_kernels():
             )
             _CUDA_KERNELS = False
     return _CUDA_KERNELS
-
-
-def _launch(kernel, n_rows, *tensors):
-    from numba import cuda
-
-    threads = 64
-    blocks = (n_rows + threads - 1) // threads
-    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-    kernel[blocks, threads, stream](*[cuda.as_cuda_array(t) for t in tensors])
 
 
 def _forward_cuda(g, alpha_a, alpha_r):
