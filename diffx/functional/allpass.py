@@ -553,8 +553,11 @@ def allpass_cascade(
     """
     check_audio(x, "x")
     B = x.shape[0]
+    # Sections are designed in float64 whatever the audio's dtype: sosfilt filters with float64
+    # coefficients, and designing in float32 would round poles near the unit circle first.
+    design_like = x.new_empty(0, dtype=torch.float64)
     second, first, m = _cascade_sections(
-        sample_rate, kind, pole_radius, freq_hz, first_order_coeff, warp, stretch, x, B
+        sample_rate, kind, pole_radius, freq_hz, first_order_coeff, warp, stretch, design_like, B
     )
     # All sections are linear and time-invariant, so they commute: the unstretched ones run
     # in one sosfilt call and the stretched ones in one polyphase call.
