@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
+import report  # noqa: E402
 
 THREADS = 2
 MAIN = (8, 131072)
@@ -316,8 +317,7 @@ def write_report(path, results, memory, mem_config, command, ops, configs, elaps
             f"{correct[lib] / max(d, 1e-9):.2f}x | {'met' if d <= correct[lib] else 'NOT met'} |"
         )
     lines.append("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    report.write_section(path, "core", "\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------

@@ -530,7 +530,6 @@ class _EarModel(nn.Module):
         self.register_buffer("lower_sum", torch.from_numpy(lower_sum))
         self.register_buffer("lower_matrix", torch.from_numpy(lower_matrix))
         self.register_buffer("distance", torch.from_numpy(np.maximum(distance, 0).astype(float)))
-        self.register_buffer("upper_mask", torch.from_numpy((distance > 0).astype(float)))
         self.register_buffer("remaining_bands", torch.from_numpy((n_bands - m).astype(float)))
         ones = torch.ones(1, n_bands, dtype=torch.float64)
         self.register_buffer("spread_norm", self._spread(ones, normalise=False)[0])
@@ -545,10 +544,10 @@ class _EarModel(nn.Module):
         per_band = (energy / (self.lower_sum.to(dtype) + upper_sum - 1.0)).pow(SPREAD_EXPONENT)
         spread_down = per_band @ self.lower_matrix.to(dtype)
         # Upward weights depend on the source band's level: an (bands x bands) matrix per frame.
-        up_weights = torch.exp(
-            self.distance.to(dtype) * (SPREAD_EXPONENT * upper_log).unsqueeze(-1)
-        )
-        up_weights = up_weights * self.upper_mask.to(dtype)
+        # Only the upper triangle (destination above source) is kept; exp_ reuses the product's
+        # memory, which autograd allows because the product's backward does not need it.
+        up_weights = (self.distance.to(dtype) * (SPREAD_EXPONENT * upper_log).unsqueeze(-1)).exp_()
+        up_weights = up_weights.triu(diagonal=1)
         spread_up = (per_band.unsqueeze(-2) @ up_weights).squeeze(-2)
         excitation = (spread_down + spread_up).pow(1.0 / SPREAD_EXPONENT)
         return excitation / self.spread_norm.to(dtype) if normalise else excitation

@@ -1,0 +1,24 @@
+"""Shared writer for ``benchmarks/RESULTS.md``: each benchmark script owns one section."""
+
+from __future__ import annotations
+
+import os
+import re
+
+
+def write_section(path: str, name: str, markdown: str) -> None:
+    """Replace the section ``name`` of the results file (or append it), keeping the others.
+
+    Sections are delimited by ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` lines so each
+    script can regenerate its own tables without touching the rest.
+    """
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{markdown.rstrip()}\n{end}\n"
+    text = open(path).read() if os.path.exists(path) else ""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block
+    with open(path, "w") as f:
+        f.write(text)
