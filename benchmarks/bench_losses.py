@@ -152,7 +152,13 @@ def main() -> None:
         rows[name] = (fwd, bwd)
         print(f"{name:36s} fwd {fwd:8.1f} ms  fwd+bwd {bwd:8.1f} ms", flush=True)
 
-    shown_args = [a for a in sys.argv[1:] if not a.startswith("--reference")]
+    # The reference code's location is machine-specific; leave it out of the recorded command.
+    shown_args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--reference-repo"):
+            skip = arg == "--reference-repo"
+            continue
+        shown_args.append(arg)
     command = " ".join(["python benchmarks/bench_losses.py", *shown_args])
     base = rows["diffx NMRLoss (float32)"]
     ref_values = values.get("reference nmr.py (Carson et al.)")

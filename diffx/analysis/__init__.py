@@ -1,0 +1,55 @@
+"""Measurements of audio models: harmonic analysis of tone responses, the aliasing metrics of
+Carson et al. (DAFx 2025), their test tones, FFT-domain oversampling, and plots."""
+
+from diffx.analysis.harmonic import (
+    HarmonicAnalysis,
+    bandlimit,
+    chebyshev_spectrum,
+    chebyshev_window,
+    harmonic_analysis,
+    synthesise_harmonics,
+)
+from diffx.analysis.metrics import (
+    AUDIBILITY_NMR_DB,
+    AliasingReport,
+    aliasing_metrics,
+    comparison_metrics,
+    harmonic_esr,
+    self_metrics,
+)
+from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
+from diffx.analysis.plots import plot_aliasing_metrics, plot_tone_spectrum
+from diffx.analysis.tones import (
+    SineToneDataset,
+    ToneSet,
+    chromatic_test_set,
+    hz_to_midi,
+    midi_to_hz,
+    random_training_tones,
+)
+
+__all__ = [
+    "AUDIBILITY_NMR_DB",
+    "AliasingReport",
+    "HarmonicAnalysis",
+    "Oversampled",
+    "SineToneDataset",
+    "ToneSet",
+    "aliasing_metrics",
+    "bandlimit",
+    "chebyshev_spectrum",
+    "chebyshev_window",
+    "chromatic_test_set",
+    "comparison_metrics",
+    "fft_downsample",
+    "fft_upsample",
+    "harmonic_analysis",
+    "harmonic_esr",
+    "hz_to_midi",
+    "midi_to_hz",
+    "plot_aliasing_metrics",
+    "plot_tone_spectrum",
+    "random_training_tones",
+    "self_metrics",
+    "synthesise_harmonics",
+]

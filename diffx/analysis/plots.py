@@ -1,0 +1,162 @@
+"""Figures of aliasing analysis: a tone's spectrum and the metrics against f0.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot state, no global
+backend switch), so they work headless, in notebooks and in loggers such as TensorBoard's
+``add_figure``. Each function returns the figure and, given ``path``, also writes it as PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from diffx.analysis.harmonic import (
+    WINDOW_ATTENUATION_DB,
+    chebyshev_window,
+    harmonic_analysis,
+    synthesise_harmonics,
+)
+from diffx.analysis.metrics import AUDIBILITY_NMR_DB, AliasingReport
+
+#: Magnitudes are floored at this level (dB re full scale) before plotting, so exact zeros
+#: (e.g. the aliases of a perfectly bandlimited signal) stay drawable.
+FLOOR_DB = -240.0
+
+_METRIC_TITLES = {
+    "nmr_s": "NMR-S (aliases vs harmonics)",
+    "esr_s": "ESR-S (aliasing-to-signal ratio)",
+    "hesr_t": "HESR-T (harmonics vs teacher)",
+    "hesr_r": "HESR-R (harmonics vs reference)",
+    "nmr_t": "NMR-T",
+    "nmr_r": "NMR-R",
+    "esr_t": "ESR-T",
+    "esr_r": "ESR-R",
+}
+
+
+def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        fig.savefig(path, format="png", dpi=fig.dpi)
+    return fig
+
+
+def _spectrum_dbfs(x: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Chebyshev spectrum in dB re a full-scale sine (an amplitude-1 sine on a bin reads 0)."""
+    spectrum = np.abs(np.fft.rfft(x * window)) / (window.sum() / 2)
+    return 20 * np.log10(np.maximum(spectrum, 10 ** (FLOOR_DB / 20)))
+
+
+def plot_tone_spectrum(
+    x: torch.Tensor,
+    f0_hz: float,
+    sample_rate: float,
+    path: str | os.PathLike | None = None,
+    window_attenuation_db: float = WINDOW_ATTENUATION_DB,
+    title: str | None = None,
+) -> Figure:
+    """Spectrum of one steady-state tone response with its harmonics marked and its aliases.
+
+    Args:
+        x: ``(samples,)``, ``(1, samples)`` or ``(1, 1, samples)``, samples even: the analysed
+            segment of a model's response to a sine of ``f0_hz``.
+        f0_hz: fundamental of the driving sine, Hz.
+        sample_rate: Hz.
+        path: where to write a PNG, or ``None``.
+        window_attenuation_db: side-lobe attenuation of the Chebyshev window, dB.
+        title: axes title (default: the f0).
+
+    Returns:
+        The figure: one axes with the lines "output" (the Chebyshev spectrum of ``x``) and
+        "aliases" (the spectrum of what is left after removing the harmonics), and the
+        harmonics m f0 as markers ("harmonics") at their analysed levels 20 log10(2 |a_m|).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.numel() != x.shape[-1] or x.dim() > 3:
+        raise ValueError(
+            f"x must hold one tone, shaped (samples,), (1, samples) or (1, 1, samples), got "
+            f"{tuple(x.shape)}"
+        )
+    signal = x.detach().to(device="cpu", dtype=torch.float64).reshape(1, -1)
+    analysis = harmonic_analysis(signal, float(f0_hz), sample_rate, window_attenuation_db)
+    aliases = signal - synthesise_harmonics(analysis)
+    n = signal.shape[-1]
+    window = chebyshev_window(n, window_attenuation_db).numpy()
+    freqs = np.fft.rfftfreq(n, d=1.0 / sample_rate)
+    mask = analysis.mask[0].numpy()
+    harmonic_hz = analysis.harmonic_hz[0].numpy()[mask]
+    harmonic_db = 20 * np.log10(
+        np.maximum(2 * analysis.amplitudes[0].abs().numpy()[mask], 10 ** (FLOOR_DB / 20))
+    )
+
+    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(freqs, _spectrum_dbfs(signal[0].numpy(), window), lw=0.8, label="output")
+    ax.plot(freqs, _spectrum_dbfs(aliases[0].numpy(), window), lw=0.8, alpha=0.8, label="aliases")
+    ax.plot(harmonic_hz, harmonic_db, "x", ms=5, color="black", label="harmonics")
+    top = max(float(np.max(harmonic_db)) if harmonic_db.size else 0.0, 0.0)
+    ax.set_ylim(max(top - 160.0, FLOOR_DB), top + 10.0)
+    ax.set_xlim(0, sample_rate / 2)
+    ax.set_xlabel("Frequency (Hz)")
+    ax.set_ylabel("Level (dB re full-scale sine)")
+    ax.set_title(title if title is not None else f"Tone response, f0 = {float(f0_hz):.6g} Hz")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def plot_aliasing_metrics(
+    report: AliasingReport,
+    path: str | os.PathLike | None = None,
+    metrics: tuple[str, ...] | None = None,
+) -> Figure:
+    """Aliasing metrics in dB against f0 (log axis), one line per tone level.
+
+    Args:
+        report: from :func:`diffx.analysis.metrics.aliasing_metrics`.
+        path: where to write a PNG, or ``None``.
+        metrics: which metrics to draw, one axes each (default: NMR-S, ESR-S and the HESR-T /
+            HESR-R present in the report).
+
+    Returns:
+        The figure. Each axes is titled by its metric, has one line labelled "<level> dBFS" per
+        level, and the NMR axes also carry the audibility line (label "audibility threshold",
+        at :data:`~diffx.analysis.metrics.AUDIBILITY_NMR_DB`).
+    """
+    if not isinstance(report, AliasingReport):
+        raise ValueError(f"report must be an AliasingReport, got {type(report).__name__}")
+    if len(report) == 0:
+        raise ValueError("report has no rows to plot")
+    if metrics is None:
+        metrics = ("nmr_s", "esr_s") + tuple(m for m in ("hesr_t", "hesr_r") if m in report.metrics)
+    missing = [m for m in metrics if m not in report.metrics]
+    if missing:
+        raise ValueError(f"metrics {missing} are not in the report (it has {report.metrics})")
+
+    f0 = report.column("f0_hz")
+    level = report.column("level_dbfs")
+    levels = report.levels_dbfs()
+    fig = Figure(figsize=(7, 3.0 * len(metrics)), dpi=100, layout="constrained")
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, metrics):
+        values = report.column(name)
+        for lv in levels:
+            sel = np.abs(level - lv) < 1e-6
+            order = np.argsort(f0[sel])
+            with np.errstate(divide="ignore"):
+                db = 10 * np.log10(values[sel][order])
+            ax.semilogx(f0[sel][order], np.maximum(db, FLOOR_DB), marker=".", label=f"{lv:g} dBFS")
+        if name.startswith("nmr"):
+            ax.axhline(AUDIBILITY_NMR_DB, color="red", ls="--", lw=1, label="audibility threshold")
+        ax.set_title(_METRIC_TITLES.get(name, name))
+        ax.set_ylabel(f"{name.upper().replace('_', '-')} (dB)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel("f0 (Hz)")
+    if math.isfinite(float(f0.min())):
+        axes[-1].set_xlim(float(f0.min()) / 1.1, float(f0.max()) * 1.1)
+    return _save(fig, path)

@@ -1,0 +1,289 @@
+"""Spectral losses: thin wrappers around auraloss's STFT losses with input checks.
+
+The arithmetic is auraloss's (``auraloss.freq.STFTLoss`` / ``MultiResolutionSTFTLoss``); these
+classes add what a training loop needs around it: shape, length and finiteness checks that name
+the bad argument, and torch-style ``reduction`` over the batch.
+
+Reductions. ``"mean"`` calls auraloss once on the whole batch and returns exactly what it
+returns; note that its spectral-convergence term is ``||Y - X||_F / ||Y||_F`` pooled over the
+batch, not a mean of per-item ratios. ``"none"`` returns one loss per item, ``(batch,)``, each
+auraloss's value for that item alone, and ``"sum"`` their sum. So ``"mean"`` equals the mean of
+``"none"`` only when the batch holds one item or ``w_sc = 0``.
+
+Silence (auraloss issue #63, NaN gradients from a log without an epsilon): auraloss 0.4 clamps
+the STFT power at ``eps`` (default 1e-8) before its square root, so every magnitude is at least
+``sqrt(eps)`` and the logarithm and the spectral-convergence ratio stay finite, with finite
+gradients, for silent prediction and target. Mel filters that cover no FFT bin would undo this
+(a mel band of exactly 0 gives ``log(0)``), so :class:`MelSTFTLoss` refuses such settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffx._validation import check_sample_rate
+from diffx.losses._reduction import check_reduction
+from diffx.losses.time_domain import check_pair
+
+#: auraloss's default floor on STFT power (full scale = 1): magnitudes are at least 1e-4.
+STFT_EPS = 1e-8
+
+# Slaney's mel scale (Auditory Toolbox; librosa's default, ``htk=False``): linear below 1 kHz
+# at 200/3 Hz per mel, logarithmic above with 27 mels per factor 6.4.
+_MEL_LINEAR_HZ = 200.0 / 3.0
+_MEL_BREAK_HZ = 1000.0
+_MEL_LOG_STEP = math.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _MEL_LINEAR_HZ
+    log = _MEL_BREAK_HZ / _MEL_LINEAR_HZ + np.log(np.maximum(hz, 1e-300) / _MEL_BREAK_HZ) / (
+        _MEL_LOG_STEP
+    )
+    return np.where(hz >= _MEL_BREAK_HZ, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    break_mel = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
+    linear = mel * _MEL_LINEAR_HZ
+    log = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mel - break_mel))
+    return np.where(mel >= break_mel, log, linear)
+
+
+def mel_filterbank(sample_rate: float, fft_size: int, n_mels: int) -> np.ndarray:
+    """Slaney-style triangular mel filterbank from 0 Hz to Nyquist, area-normalised.
+
+    The filters auraloss uses (it calls ``librosa.filters.mel(sr=..., n_fft=..., n_mels=...)``
+    with librosa's defaults); built here so the mel loss does not need librosa. Filter ``i``
+    rises linearly in Hz from mel point ``i`` to ``i + 1`` and falls to ``i + 2`` (``n_mels + 2``
+    points equally spaced in mel), scaled by ``2 / (f[i + 2] - f[i])`` so each has unit area.
+
+    Args:
+        sample_rate: Hz.
+        fft_size: FFT length; the filterbank covers its ``fft_size // 2 + 1`` bins.
+        n_mels: number of filters.
+
+    Returns:
+        ``(n_mels, fft_size // 2 + 1)`` float32 weights.
+    """
+    sr = check_sample_rate(sample_rate)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2), n_mels + 2))
+    bins_hz = np.linspace(0.0, sr / 2, fft_size // 2 + 1)
+    widths = np.diff(edges_hz)
+    offsets = edges_hz[:, None] - bins_hz[None, :]
+    rising = -offsets[:-2] / widths[:-1, None]
+    falling = offsets[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_weights(**weights: float) -> None:
+    for name, w in weights.items():
+        if not (0 <= float(w) < math.inf):
+            raise ValueError(f"{name} must be a finite non-negative weight, got {w!r}")
+    if all(float(w) == 0 for w in weights.values()):
+        raise ValueError(f"at least one of {sorted(weights)} must be positive")
+
+
+def _check_resolution(fft_size: int, hop_size: int, win_length: int, where: str) -> None:
+    _check_positive_int(fft_size, f"fft_size{where}")
+    _check_positive_int(hop_size, f"hop_size{where}")
+    _check_positive_int(win_length, f"win_length{where}")
+    if win_length > fft_size:
+        raise ValueError(
+            f"win_length{where} ({win_length}) must not exceed fft_size{where} ({fft_size})"
+        )
+
+
+class _AuralossWrapper(nn.Module):
+    """Shared checks and reductions around one auraloss module held as ``self.loss``."""
+
+    loss: nn.Module
+    min_samples: int
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss between ``pred`` and ``target``, both ``(batch, channels, samples)``.
+
+        Returns:
+            A scalar, or ``(batch,)`` with ``reduction="none"``.
+        """
+        check_pair(pred, target, min_dim=3)
+        if pred.dtype != target.dtype:
+            raise ValueError(f"pred is {pred.dtype} but target is {target.dtype}")
+        if pred.shape[-1] < self.min_samples:
+            raise ValueError(
+                f"pred and target have {pred.shape[-1]} samples, fewer than the largest "
+                f"fft_size ({self.min_samples})"
+            )
+        if self.reduction == "mean":
+            return self.loss(pred, target)
+        per_item = torch.stack(
+            [self.loss(pred[i : i + 1], target[i : i + 1]) for i in range(pred.shape[0])]
+        )
+        return per_item.sum() if self.reduction == "sum" else per_item
+
+
+class MultiResolutionSTFTLoss(_AuralossWrapper):
+    """Multi-resolution STFT loss (Yamamoto et al. 2020), ``auraloss.freq.MultiResolutionSTFTLoss``.
+
+    The mean over resolutions of ``w_sc`` x spectral convergence + ``w_log_mag`` x L1 of log
+    magnitudes + ``w_lin_mag`` x L1 of magnitudes; each channel is its own signal.
+
+    Args:
+        fft_sizes: FFT length of each resolution (samples).
+        hop_sizes: hop of each resolution (samples).
+        win_lengths: window length of each resolution (samples, at most its FFT length).
+        window: a torch window function name, e.g. ``"hann_window"``.
+        w_sc: weight of the spectral-convergence term.
+        w_log_mag: weight of the log-magnitude term.
+        w_lin_mag: weight of the linear-magnitude term.
+        eps: floor on STFT power before the square root and log; see the module docstring.
+        reduction: ``"mean"`` (auraloss's value), ``"sum"`` or ``"none"``; see the module
+            docstring.
+
+    Shapes:
+        ``pred``, ``target``: ``(batch, channels, samples)`` with ``samples >= max(fft_sizes)``;
+        output a scalar, or ``(batch,)`` with ``reduction="none"``.
+    """
+
+    def __init__(
+        self,
+        fft_sizes: Sequence[int] = (1024, 2048, 512),
+        hop_sizes: Sequence[int] = (120, 240, 50),
+        win_lengths: Sequence[int] = (600, 1200, 240),
+        window: str = "hann_window",
+        w_sc: float = 1.0,
+        w_log_mag: float = 1.0,
+        w_lin_mag: float = 0.0,
+        eps: float = STFT_EPS,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        import auraloss
+
+        fft_sizes, hop_sizes, win_lengths = list(fft_sizes), list(hop_sizes), list(win_lengths)
+        if not (len(fft_sizes) == len(hop_sizes) == len(win_lengths) >= 1):
+            raise ValueError(
+                f"fft_sizes, hop_sizes and win_lengths must be non-empty and of equal length, "
+                f"got {len(fft_sizes)}, {len(hop_sizes)} and {len(win_lengths)}"
+            )
+        for i, (n, hop, win) in enumerate(zip(fft_sizes, hop_sizes, win_lengths)):
+            _check_resolution(n, hop, win, f"s[{i}]")
+        _check_weights(w_sc=w_sc, w_log_mag=w_log_mag, w_lin_mag=w_lin_mag)
+        if not (0 < float(eps) < math.inf):
+            raise ValueError(f"eps must be positive and finite, got {eps!r}")
+        if not hasattr(torch, window):
+            raise ValueError(f"window must name a torch window function, got {window!r}")
+        self.reduction = check_reduction(reduction)
+        self.min_samples = max(int(n) for n in fft_sizes)
+        self.loss = auraloss.freq.MultiResolutionSTFTLoss(
+            fft_sizes=[int(n) for n in fft_sizes],
+            hop_sizes=[int(n) for n in hop_sizes],
+            win_lengths=[int(n) for n in win_lengths],
+            window=window,
+            w_sc=float(w_sc),
+            w_log_mag=float(w_log_mag),
+            w_lin_mag=float(w_lin_mag),
+            eps=float(eps),
+        )
+
+
+class MelSTFTLoss(_AuralossWrapper):
+    """Mel-scale STFT loss, ``auraloss.freq.MelSTFTLoss`` without needing librosa.
+
+    auraloss's ``STFTLoss`` does the work; the mel filterbank it would build with librosa is
+    built by :func:`mel_filterbank` (the same Slaney filters) and handed to it, so the value
+    equals ``auraloss.freq.MelSTFTLoss(sample_rate, fft_size, ..., n_mels=n_mels)``.
+
+    Args:
+        sample_rate: Hz.
+        n_mels: number of mel bands; every band must cover at least one FFT bin.
+        fft_size: FFT length (samples).
+        hop_size: hop (samples).
+        win_length: window length (samples, at most ``fft_size``).
+        window: a torch window function name.
+        w_sc: weight of the spectral-convergence term.
+        w_log_mag: weight of the log-magnitude term.
+        w_lin_mag: weight of the linear-magnitude term.
+        eps: floor on STFT power; see the module docstring.
+        reduction: ``"mean"`` (auraloss's value), ``"sum"`` or ``"none"``.
+
+    Shapes:
+        ``pred``, ``target``: ``(batch, channels, samples)`` with ``samples >= fft_size``;
+        output a scalar, or ``(batch,)`` with ``reduction="none"``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: float,
+        n_mels: int = 128,
+        fft_size: int = 1024,
+        hop_size: int = 256,
+        win_length: int = 1024,
+        window: str = "hann_window",
+        w_sc: float = 1.0,
+        w_log_mag: float = 1.0,
+        w_lin_mag: float = 0.0,
+        eps: float = STFT_EPS,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        import auraloss
+
+        sr = check_sample_rate(sample_rate)
+        _check_resolution(fft_size, hop_size, win_length, "")
+        n_mels = _check_positive_int(n_mels, "n_mels")
+        _check_weights(w_sc=w_sc, w_log_mag=w_log_mag, w_lin_mag=w_lin_mag)
+        if not (0 < float(eps) < math.inf):
+            raise ValueError(f"eps must be positive and finite, got {eps!r}")
+        if not hasattr(torch, window):
+            raise ValueError(f"window must name a torch window function, got {window!r}")
+        fb = mel_filterbank(sr, int(fft_size), n_mels)
+        empty = int((fb.max(axis=1) == 0).sum())
+        if empty:
+            raise ValueError(
+                f"n_mels={n_mels} is too many for fft_size={fft_size} at sample_rate={sr:g}: "
+                f"{empty} mel bands cover no FFT bin (their log magnitude would be -inf); use "
+                f"fewer mels or a larger fft_size"
+            )
+        self.reduction = check_reduction(reduction)
+        self.min_samples = int(fft_size)
+        self.sample_rate = sr
+        self.n_mels = n_mels
+        loss = auraloss.freq.STFTLoss(
+            fft_size=int(fft_size),
+            hop_size=int(hop_size),
+            win_length=int(win_length),
+            window=window,
+            w_sc=float(w_sc),
+            w_log_mag=float(w_log_mag),
+            w_lin_mag=float(w_lin_mag),
+            sample_rate=sr,
+            eps=float(eps),
+        )
+        # auraloss applies `fb` whenever `scale` is set; it is a buffer, so it follows .to().
+        loss.scale = "mel"
+        loss.n_bins = n_mels
+        loss.register_buffer("fb", torch.from_numpy(fb).unsqueeze(0))
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # auraloss multiplies the magnitudes by `fb` as stored; match the audio's dtype so
+        # float64 audio runs (auraloss itself only moves `fb` between devices).
+        if pred.dtype != self.loss.fb.dtype and pred.is_floating_point():
+            self.loss.fb = self.loss.fb.to(pred.dtype)
+        return super().forward(pred, target)

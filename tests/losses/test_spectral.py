@@ -1,0 +1,227 @@
+"""Spectral losses against auraloss called directly."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+
+import auraloss
+import numpy as np
+import pytest
+import torch
+
+from diffx.losses.spectral import MelSTFTLoss, MultiResolutionSTFTLoss, mel_filterbank
+
+SMALL = dict(fft_sizes=(256, 512, 128), hop_sizes=(64, 128, 32), win_lengths=(256, 400, 128))
+
+
+def pair(dtype=torch.float64, batch=3, channels=2, samples=1024, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(batch, channels, samples, generator=g, dtype=torch.float64)
+    target = 0.5 * pred + torch.randn(batch, channels, samples, generator=g, dtype=torch.float64)
+    return pred.to(dtype), target.to(dtype)
+
+
+def reference_slaney_mel(sample_rate, fft_size, n_mels):
+    """Slaney's mel filterbank written out filter by filter, as an independent oracle."""
+
+    def hz_to_mel(f):
+        return f / (200 / 3) if f < 1000 else 15 + 27 * np.log(f / 1000) / np.log(6.4)
+
+    def mel_to_hz(m):
+        return m * (200 / 3) if m < 15 else 1000 * 6.4 ** ((m - 15) / 27)
+
+    top = hz_to_mel(sample_rate / 2)
+    edges = [mel_to_hz(top * k / (n_mels + 1)) for k in range(n_mels + 2)]
+    bins = np.arange(fft_size // 2 + 1) * sample_rate / fft_size
+    fb = np.zeros((n_mels, len(bins)))
+    for i in range(n_mels):
+        lo, centre, hi = edges[i : i + 3]
+        for k, f in enumerate(bins):
+            if lo < f <= centre:
+                fb[i, k] = (f - lo) / (centre - lo)
+            elif centre < f < hi:
+                fb[i, k] = (hi - f) / (hi - centre)
+        fb[i] *= 2 / (hi - lo)
+    return fb
+
+
+# --- multi-resolution STFT --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", [dict(), dict(w_sc=0.0, w_lin_mag=0.5)])
+def test_mrstft_equals_auraloss(dtype, weights):
+    pred, target = pair(dtype)
+    ours = MultiResolutionSTFTLoss(**SMALL, **weights)(pred, target)
+    ref = auraloss.freq.MultiResolutionSTFTLoss(**{k: list(v) for k, v in SMALL.items()}, **weights)
+    expected = ref(pred, target)
+    assert ours.dtype == dtype and ours.shape == ()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+
+
+def test_mrstft_default_resolutions_equal_auraloss_defaults():
+    pred, target = pair(torch.float32, batch=2, channels=1, samples=2048)
+    torch.testing.assert_close(
+        MultiResolutionSTFTLoss()(pred, target),
+        auraloss.freq.MultiResolutionSTFTLoss()(pred, target),
+    )
+
+
+def test_mrstft_reductions_are_per_item():
+    pred, target = pair()
+    none = MultiResolutionSTFTLoss(**SMALL, reduction="none")(pred, target)
+    ref = auraloss.freq.MultiResolutionSTFTLoss(**{k: list(v) for k, v in SMALL.items()})
+    expected = torch.stack([ref(pred[i : i + 1], target[i : i + 1]) for i in range(3)])
+    assert none.shape == (3,)
+    torch.testing.assert_close(none, expected)
+    total = MultiResolutionSTFTLoss(**SMALL, reduction="sum")(pred, target)
+    torch.testing.assert_close(total, expected.sum())
+
+
+def test_mrstft_is_zero_for_identical_inputs_with_finite_gradient(dtype):
+    pred, _ = pair(dtype)
+    pred.requires_grad_(True)
+    loss = MultiResolutionSTFTLoss(**SMALL)(pred, pred.detach().clone())
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("target_silent", [True, False])
+def test_mrstft_silence_is_finite(dtype, target_silent):
+    pred = torch.zeros(2, 1, 600, dtype=dtype, requires_grad=True)
+    target = torch.zeros(2, 1, 600, dtype=dtype)
+    if not target_silent:
+        target = target + torch.randn(2, 1, 600, dtype=dtype)
+    for reduction in ("mean", "none"):
+        loss = MultiResolutionSTFTLoss(**SMALL, reduction=reduction)(pred, target)
+        loss.sum().backward()
+        assert torch.isfinite(loss).all() and torch.isfinite(pred.grad).all()
+        pred.grad = None
+
+
+def test_mrstft_rejects_bad_inputs():
+    loss = MultiResolutionSTFTLoss(**SMALL)
+    pred, target = pair(torch.float32)
+    with pytest.raises(ValueError, match="shape"):
+        loss(pred, target[:, :1])
+    with pytest.raises(ValueError, match="length"):
+        loss(pred, target[..., :-1])
+    with pytest.raises(ValueError, match="pred"):
+        loss(pred[0], target[0])
+    bad = target.clone()
+    bad[0, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match="target"):
+        loss(pred, bad)
+    with pytest.raises(ValueError, match="float64"):
+        loss(pred, target.double())
+    with pytest.raises(ValueError, match=r"fewer than the largest fft_size \(512\)"):
+        loss(pred[..., :500], target[..., :500])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(fft_sizes=(256, 512), hop_sizes=(64,), win_lengths=(256, 512)), "equal length"),
+        (dict(fft_sizes=(256,), hop_sizes=(0,), win_lengths=(256,)), r"hop_sizes\[0\]"),
+        (dict(fft_sizes=(256,), hop_sizes=(64,), win_lengths=(300,)), r"win_lengths\[0\]"),
+        (dict(w_sc=-1.0), "w_sc"),
+        (dict(w_sc=0.0, w_log_mag=0.0), "positive"),
+        (dict(eps=0.0), "eps"),
+        (dict(window="hann"), "window"),
+        (dict(reduction="avg"), "reduction"),
+    ],
+)
+def test_mrstft_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultiResolutionSTFTLoss(**kwargs)
+
+
+# --- mel --------------------------------------------------------------------------------
+
+
+def test_slaney_mel_scale_anchors():
+    # Slaney's scale: 15 mels at 1 kHz, 27 more per factor 6.4 (so 42 at 6.4 kHz).
+    from diffx.losses.spectral import _hz_to_mel, _mel_to_hz
+
+    np.testing.assert_allclose(_hz_to_mel(np.array([0.0, 500.0, 1000.0, 6400.0])), [0, 7.5, 15, 42])
+    np.testing.assert_allclose(_mel_to_hz(np.array([7.5, 15.0, 42.0])), [500, 1000, 6400])
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "fft_size", "n_mels"), [(44100, 1024, 128), (16000, 512, 40)]
+)
+def test_mel_filterbank_matches_reference(sample_rate, fft_size, n_mels):
+    fb = mel_filterbank(sample_rate, fft_size, n_mels)
+    ref = reference_slaney_mel(sample_rate, fft_size, n_mels)
+    assert fb.shape == ref.shape and fb.dtype == np.float32
+    np.testing.assert_allclose(fb, ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("librosa") is None, reason="needs librosa")
+def test_mel_filterbank_matches_librosa():
+    import librosa
+
+    for sr, n_fft, n_mels in [(44100, 1024, 128), (48000, 2048, 80), (22050, 512, 40)]:
+        expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+        np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels), expected, atol=1e-8)
+
+
+@pytest.fixture
+def auraloss_with_reference_mel(monkeypatch):
+    """auraloss.freq.MelSTFTLoss with librosa's mel stood in by the reference filterbank."""
+    fake = types.ModuleType("librosa")
+    fake.filters = types.ModuleType("librosa.filters")
+    fake.filters.mel = lambda sr, n_fft, n_mels: reference_slaney_mel(sr, n_fft, n_mels).astype(
+        np.float32
+    )
+    monkeypatch.setitem(sys.modules, "librosa", fake)
+    monkeypatch.setitem(sys.modules, "librosa.filters", fake.filters)
+    return auraloss.freq.MelSTFTLoss
+
+
+def test_mel_loss_equals_auraloss(auraloss_with_reference_mel):
+    settings = dict(fft_size=512, hop_size=128, win_length=512, n_mels=40)
+    pred, target = pair(torch.float32)
+    ours = MelSTFTLoss(16000, **settings)(pred, target)
+    expected = auraloss_with_reference_mel(16000, **settings)(pred, target)
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
+    none = MelSTFTLoss(16000, **settings, reduction="none")(pred, target)
+    ref = auraloss_with_reference_mel(16000, **settings)
+    expected = torch.stack([ref(pred[i : i + 1], target[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(none, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_mel_loss_float64_agrees_with_float32():
+    settings = dict(fft_size=512, hop_size=128, win_length=512, n_mels=40)
+    loss = MelSTFTLoss(16000, **settings)
+    pred, target = pair(torch.float64)
+    value64 = loss(pred, target)
+    value32 = loss(pred.float(), target.float())
+    assert value64.dtype == torch.float64 and value32.dtype == torch.float32
+    torch.testing.assert_close(value64.float(), value32, rtol=1e-5, atol=1e-6)
+
+
+def test_mel_loss_zero_and_silence_finite(dtype):
+    loss = MelSTFTLoss(16000, fft_size=512, hop_size=128, win_length=512, n_mels=40)
+    pred, _ = pair(dtype)
+    assert loss(pred, pred.clone()).item() == 0.0
+    silent = torch.zeros(2, 1, 600, dtype=dtype, requires_grad=True)
+    value = loss(silent, torch.zeros(2, 1, 600, dtype=dtype))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(silent.grad).all()
+
+
+def test_mel_loss_rejects_empty_bands_and_short_input():
+    # 128 mels over 0-22 kHz are ~31 Hz apart at the bottom, finer than 512-point FFT bins.
+    with pytest.raises(ValueError, match="n_mels=128"):
+        MelSTFTLoss(44100, fft_size=512, win_length=512)
+    loss = MelSTFTLoss(16000, fft_size=512, hop_size=128, win_length=512, n_mels=40)
+    pred, target = pair(torch.float32, samples=400)
+    with pytest.raises(ValueError, match=r"fft_size \(512\)"):
+        loss(pred, target)
+    with pytest.raises(ValueError, match="sample_rate"):
+        MelSTFTLoss(0)
+    with pytest.raises(ValueError, match="n_mels"):
+        MelSTFTLoss(16000, n_mels=0)
