@@ -7,6 +7,8 @@ scalar back from the device; they run once per call on the inputs, never inside 
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -99,3 +101,22 @@ def check_sample_rate(sample_rate: float, name: str = "sample_rate") -> float:
     if not (sr > 0 and sr < float("inf")):
         raise ValueError(f"{name} must be a positive finite number in Hz, got {sample_rate!r}")
     return sr
+
+
+def check_integer(value: int, name: str, minimum: int = 0) -> int:
+    """Return ``value`` as a Python int >= ``minimum``, or raise ``ValueError`` naming it.
+
+    ``operator.index`` accepts ints and integer-like types (numpy ints, 0-d integer tensors) and
+    refuses floats, so 2.0 and 1.5 are both rejected rather than silently truncated. A bool is
+    an int in Python but never a meaningful count.
+    """
+    message = f"{name} must be an integer >= {minimum}, got {value!r}"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise ValueError(message) from None
+    if result < minimum:
+        raise ValueError(message)
+    return result

@@ -36,44 +36,24 @@ and training on fixed-length segments, not block-wise streaming.
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffx._validation import check_audio
+from diffx._validation import check_audio, check_integer
 
 __all__ = ["Oversampled", "fft_downsample", "fft_upsample"]
 
 
 def _check_factor(factor: int, name: str = "factor") -> int:
     """Return ``factor`` as a Python int >= 1, or raise ``ValueError`` naming it."""
-    # operator.index accepts ints and integer-like types (numpy ints, 0-d integer tensors) and
-    # refuses floats, so 2.0 and 1.5 are both rejected rather than silently truncated. A bool
-    # is an int in Python but never a meaningful factor.
-    if isinstance(factor, bool):
-        raise ValueError(f"{name} must be an integer >= 1, got {factor!r}")
-    try:
-        value = operator.index(factor)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {factor!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return value
+    return check_integer(factor, name, minimum=1)
 
 
 def _check_pad(pad_samples: int, name: str = "pad_samples") -> int:
     """Return ``pad_samples`` as a Python int >= 0, or raise ``ValueError`` naming it."""
-    if isinstance(pad_samples, bool):
-        raise ValueError(f"{name} must be an integer >= 0, got {pad_samples!r}")
-    try:
-        value = operator.index(pad_samples)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 0, got {pad_samples!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value}")
-    return value
+    return check_integer(pad_samples, name, minimum=0)
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
