@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from diffx._validation import check_sample_rate
+from diffx.io._json import read_json_object
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 
 GUITARML_SAMPLE_RATE = 44100
@@ -190,14 +191,7 @@ def load_guitarml(path: str | os.PathLike) -> LSTMAmp:
             or the unit type is not LSTM, GRU or RNN.
     """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ValueError(f"cannot read GuitarML model file {path}: {err}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"GuitarML model file {path} is not valid JSON: {err}") from None
-    return read_guitarml(data, path)
+    return read_guitarml(read_json_object(path, "GuitarML model"), path)
 
 
 def to_guitarml(model: LSTMAmp) -> dict:

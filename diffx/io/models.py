@@ -9,26 +9,14 @@ The model's sample rate, when the file gives one, is kept as ``model.sample_rate
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from torch import nn
 
+from diffx.io._json import read_json_object
+
 MODEL_SUFFIXES = (".nam", ".json")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ValueError(f"cannot read model file {path}: {err}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"model file {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"model file {path} holds a JSON {type(data).__name__}, not an object")
-    return data
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
@@ -45,13 +33,14 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     suffix = path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise ValueError(f"unknown model format {path.name!r}; expected one of {MODEL_SUFFIXES}")
-    if suffix == ".nam" or "architecture" in _read_json(path):
-        from diffx.io.nam import load_nam
+    data = read_json_object(path, "model")  # read once, then handed to the format's reader
+    if suffix == ".nam" or "architecture" in data:
+        from diffx.io.nam import read_nam
 
-        return load_nam(path)
-    from diffx.io.guitarml import load_guitarml
+        return read_nam(data, path)
+    from diffx.io.guitarml import read_guitarml
 
-    return load_guitarml(path)
+    return read_guitarml(data, path)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> Path:

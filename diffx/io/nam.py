@@ -28,6 +28,7 @@ import math
 import os
 from pathlib import Path
 
+from diffx.io._json import read_json_object
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet
 
 #: Version string written into saved files (the classic WaveNet config format).
@@ -175,15 +176,11 @@ def load_nam(path: str | os.PathLike) -> WaveNet:
             unsupported configuration, or a weight count that does not match the config.
     """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as err:
-        raise ValueError(f"cannot read NAM file {path}: {err}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"NAM file {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"NAM file {path} holds a JSON {type(data).__name__}, not an object")
+    return read_nam(read_json_object(path, "NAM"), path)
+
+
+def read_nam(data: dict, path: str | os.PathLike = "<data>") -> WaveNet:
+    """The model of an already-parsed NAM export ``data``; ``path`` names it in errors."""
     arch = data.get("architecture")
     if arch != "WaveNet":
         raise ValueError(f"NAM file {path} has architecture {arch!r}; only 'WaveNet' is supported")
