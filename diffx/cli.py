@@ -1,38 +1,112 @@
 """The ``diffx`` console script.
 
 Subcommands:
-    demo    run the core effects on the shipped demo audio; write audio files and plots.
+    fit, validate, test, predict   train and evaluate a task from YAML (LightningCLI), e.g.
+                                   ``diffx fit --config configs/effect_modeling/quickstart_lstm.yaml``;
+                                   ``diffx fit --config ... --ckpt_path last`` resumes a run.
+    demo                           run the core effects on the shipped demo audio; write audio
+                                   files and plots.
 
-The training subcommands (``fit``, ``validate``, ``test``, ``predict``) arrive with the first
-task and are built on LightningCLI.
+Every task config names a model (``model.class_path``: a LightningModule in
+:mod:`diffx.tasks`) and a data module (``data.class_path``: :mod:`diffx.data`). The data
+module's ``sample_rate`` is linked to the model's, so it is written once. Unknown keys are
+errors that name the key. The config is saved beside the checkpoints of every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from diffx import __version__
 
+TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffx", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"diffx {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the core effects on the shipped demo audio")
-    demo.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument(
+
+def _demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="diffx demo", description="run the core effects on the shipped demo audio"
+    )
+    parser.add_argument(
+        "--out", default="outputs/demo", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
         "--seconds", type=float, default=6.0, help="length of each demo clip in seconds"
     )
-    return parser
+    args = parser.parse_args(argv)
+    from diffx.demo import run_demo
+
+    run_demo(args.out, seconds=args.seconds)
+    return 0
+
+
+def _usage() -> str:
+    return (
+        f"diffx {__version__}\n\n"
+        "usage: diffx {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]\n"
+        "       diffx demo [--out DIR] [--seconds S]\n\n"
+        "  fit       train a task (add --ckpt_path last to resume)\n"
+        "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
+        "  test      run the test metrics\n"
+        "  predict   process audio with a trained task\n"
+        "  demo      run the core effects on the shipped demo audio\n\n"
+        "`diffx fit --help` lists every option; configs live in configs/<task>/."
+    )
+
+
+def _build_cli(args: list[str], run: bool = True):
+    # Imported here so `diffx demo` and `diffx --help` stay fast.
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+    class ConfigBesideCheckpoints(SaveConfigCallback):
+        """Save the run's config in the log folder and in the checkpoint folder."""
+
+        def save_config(self, trainer, pl_module, stage: str) -> None:
+            callback = trainer.checkpoint_callback
+            if callback is None or callback.dirpath is None or not trainer.is_global_zero:
+                return
+            folder = Path(callback.dirpath)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config, str(folder / self.config_filename), skip_none=False, overwrite=True
+            )
+
+    class DiffxCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # One sample rate per run: the data module's, handed to the task.
+            parser.link_arguments("data.init_args.sample_rate", "model.init_args.sample_rate")
+
+    return DiffxCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=ConfigBesideCheckpoints,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "diffx"},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    if args.command == "demo":
-        from diffx.demo import run_demo
-
-        run_demo(args.out, seconds=args.seconds)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"diffx {__version__}")
+        return 0
+    if argv[0] == "demo":
+        return _demo(argv[1:])
+    if argv[0] not in TRAINING_SUBCOMMANDS:
+        print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    _build_cli(argv)
     return 0
 
 

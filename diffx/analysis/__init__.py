@@ -18,7 +18,7 @@ from diffx.analysis.metrics import (
     self_metrics,
 )
 from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
-from diffx.analysis.plots import plot_aliasing_metrics, plot_tone_spectrum
+from diffx.analysis.plots import plot_aliasing_metrics, plot_spectra, plot_tone_spectrum
 from diffx.analysis.tones import (
     SineToneDataset,
     ToneSet,
@@ -48,6 +48,7 @@ __all__ = [
     "hz_to_midi",
     "midi_to_hz",
     "plot_aliasing_metrics",
+    "plot_spectra",
     "plot_tone_spectrum",
     "random_training_tones",
     "self_metrics",

@@ -160,3 +160,49 @@ def plot_aliasing_metrics(
     if math.isfinite(float(f0.min())):
         axes[-1].set_xlim(float(f0.min()) / 1.1, float(f0.max()) * 1.1)
     return _save(fig, path)
+
+
+def plot_spectra(
+    signals: dict[str, torch.Tensor],
+    sample_rate: float,
+    path: str | os.PathLike | None = None,
+    n_fft: int = 4096,
+    title: str | None = None,
+) -> Figure:
+    """Long-term average spectra (Welch, Hann window, 50 % overlap) of named signals.
+
+    Args:
+        signals: name -> ``(samples,)`` audio (any shape; flattened), e.g. ``{"target": y,
+            "output": y_hat}``; each at least ``n_fft`` samples long.
+        sample_rate: Hz.
+        path: where to write a PNG, or ``None``.
+        n_fft: segment length of the average; the frequency resolution is ``sample_rate / n_fft``.
+        title: axes title.
+
+    Returns:
+        The figure: one axes, one line per signal labelled by its name, power spectral density
+        in dB re a full-scale sine's total power per bin, against frequency on a log axis.
+    """
+    from scipy.signal import welch
+
+    if not signals:
+        raise ValueError("signals is empty: give at least one name -> audio entry")
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for name, audio in signals.items():
+        x = audio.detach().double().reshape(-1).cpu().numpy()
+        if x.size < n_fft:
+            raise ValueError(f"signal {name!r} has {x.size} samples, fewer than n_fft={n_fft}")
+        freqs, psd = welch(x, fs=sample_rate, window="hann", nperseg=n_fft, scaling="spectrum")
+        # "spectrum" scaling reads a sine's power (A^2 / 2) in its bin; x2 makes a full-scale
+        # sine read 0 dB.
+        level_db = 10 * np.log10(np.maximum(2 * psd, 10 ** (FLOOR_DB / 10)))
+        ax.semilogx(freqs[1:], level_db[1:], label=name, linewidth=0.8)
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("level (dB re full-scale sine)")
+    ax.set_xlim(20, sample_rate / 2)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

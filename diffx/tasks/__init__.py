@@ -1,0 +1,7 @@
+"""LightningModules, one per task, each trained from YAML through the ``diffx`` CLI."""
+
+from diffx.tasks.antialias import AntiAliasFineTuning
+from diffx.tasks.base import AudioTask
+from diffx.tasks.effect_modeling import EffectModeling
+
+__all__ = ["AntiAliasFineTuning", "AudioTask", "EffectModeling"]

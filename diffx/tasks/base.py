@@ -1,0 +1,85 @@
+"""What every diffx task shares: audio and figure logging, TBPTT frames, model export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+
+from diffx.nn import LSTMAmp, WaveNet
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` is trained by truncated back-propagation through time."""
+    return isinstance(model, LSTMAmp)
+
+
+def settle_samples(model: nn.Module, warmup_samples: int) -> int:
+    """Samples at the start of a chunk whose output depends on what came before it.
+
+    A recurrent model starts from a zero state (``warmup_samples`` to settle); a WaveNet
+    assumes silence before the chunk (its receptive field minus one).
+    """
+    if isinstance(model, WaveNet):
+        return model.receptive_field - 1
+    return warmup_samples
+
+
+def tbptt_frames(total: int, start: int, frame: int, min_frame: int = 1) -> list[tuple[int, int]]:
+    """``[start, total)`` cut into frames of ``frame`` samples; a last frame shorter than
+    ``min_frame`` is merged into the one before it (so every frame is long enough for the loss).
+    """
+    if start >= total:
+        raise ValueError(f"no samples left to train on: start {start} >= length {total}")
+    bounds = [(s, min(s + frame, total)) for s in range(start, total, frame)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_frame:
+        last = bounds.pop()
+        bounds[-1] = (bounds[-1][0], last[1])
+    return bounds
+
+
+class AudioTask(pl.LightningModule):
+    """LightningModule base with TensorBoard audio and figure logging.
+
+    Subclasses set ``self.sample_rate``.
+    """
+
+    sample_rate: int
+
+    def _tensorboard(self):
+        loggers = self.loggers if self._trainer is not None else []
+        for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    def log_audio(self, tag: str, audio: torch.Tensor) -> None:
+        """Log ``audio`` ``(samples,)`` or ``(1, samples)`` to TensorBoard (rank zero only)."""
+        writer = self._tensorboard()
+        if writer is None or self.global_rank != 0:
+            return
+        clip = audio.detach().float().reshape(1, -1).clamp(-1.0, 1.0).cpu()
+        writer.add_audio(tag, clip, self.global_step, sample_rate=self.sample_rate)
+
+    def log_figure(self, tag: str, figure) -> None:
+        """Log a matplotlib figure to TensorBoard (rank zero only) and close it."""
+        import matplotlib.pyplot as plt
+
+        writer = self._tensorboard()
+        if writer is not None and self.global_rank == 0:
+            writer.add_figure(tag, figure, self.global_step, close=False)
+        plt.close(figure)
+
+    def run_dir(self) -> Path | None:
+        """The logger's folder for this run (``None`` without a logger)."""
+        if self._trainer is None or self.trainer.log_dir is None:
+            return None
+        return Path(self.trainer.log_dir)
+
+
+def model_suffix(model: nn.Module) -> str:
+    """The file format a model exports to: ``.nam`` for a WaveNet, GuitarML ``.json`` for an RNN."""
+    return ".nam" if isinstance(model, WaveNet) else ".json"
