@@ -2,7 +2,7 @@
 
 Subcommands:
     fit, validate, test, predict   train and evaluate a task from YAML (LightningCLI), e.g.
-                                   ``diffx fit --config configs/effect_modeling/quickstart_lstm.yaml``;
+                                   ``diffx fit --config configs/antialias/quickstart_lstm.yaml``;
                                    ``diffx fit --config ... --ckpt_path last`` resumes a run.
     demo                           run the core effects on the shipped demo audio; write audio
                                    files and plots.
@@ -16,7 +16,6 @@ errors that name the key. The config is saved beside the checkpoints of every ru
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

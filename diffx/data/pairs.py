@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -93,8 +95,8 @@ class AudioPairDataModule(pl.LightningDataModule):
     def __init__(
         self,
         sample_rate: int = 44100,
-        inputs: list[str] = list(GUITAR_AND_BASS),
-        targets: list[str] | None = None,
+        inputs: Sequence[str] = GUITAR_AND_BASS,
+        targets: Sequence[str] | None = None,
         effect: nn.Module | None = None,
         input_peak_dbfs: float | None = -1.0,
         segment_samples: int = 9192,

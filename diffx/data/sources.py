@@ -66,7 +66,7 @@ def expand_sources(sources: list[str] | tuple[str, ...]) -> list[tuple[str, str 
 def load_sources(
     sources: list[str] | tuple[str, ...], sample_rate: int
 ) -> list[tuple[str, torch.Tensor]]:
-    """Load every source as ``(name, audio)`` with ``audio`` float32 ``(1, samples)`` at ``sample_rate``."""
+    """Load every source as ``(name, audio)``, audio float32 ``(1, samples)`` at ``sample_rate``."""
     clips = []
     for name, where in expand_sources(sources):
         if isinstance(where, str):
@@ -78,7 +78,7 @@ def load_sources(
 
 
 def normalize_peak(audio: torch.Tensor, peak_dbfs: float | None) -> torch.Tensor:
-    """Scale ``audio`` so its absolute peak is ``peak_dbfs`` (``None``: unchanged; silence stays silent)."""
+    """Scale ``audio`` to an absolute peak of ``peak_dbfs`` (``None``: unchanged; silence stays)."""
     if peak_dbfs is None:
         return audio
     peak = audio.abs().max()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -47,7 +49,7 @@ class ToneDataModule(pl.LightningDataModule):
         midi_low: float = 21.0,
         midi_high: float = 127.0,
         batch_size: int = 40,
-        val_audio: list[str] = list(GUITAR_AND_BASS),
+        val_audio: Sequence[str] = GUITAR_AND_BASS,
         val_peak_dbfs: float | None = -1.0,
         val_segment_samples: int = 176400,
         reference_effect: nn.Module | None = None,

@@ -29,6 +29,7 @@ for the NMR's dynamic range).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 
@@ -76,7 +77,7 @@ class AntiAliasFineTuning(AudioTask):
         pre_emphasis: str | None = "lp",
         warmup_fraction: float = 0.2,
         frame_fraction: float | None = None,
-        val_levels_dbfs: list[float] = [-20.0],  # noqa: B006 - jsonargparse needs a literal
+        val_levels_dbfs: Sequence[float] = (-20.0,),
         val_midi_step: int = 1,
         export_name: str | None = "student",
     ):
