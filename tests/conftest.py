@@ -7,6 +7,9 @@ import importlib.util
 import pytest
 import torch
 
+from diffx.io import save_model
+from diffx.nn import LayerArrayConfig, LSTMAmp, WaveNet
+
 HAS_CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 requires_pedalboard = pytest.mark.skipif(
@@ -36,3 +39,42 @@ def pytest_configure(config):
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+
+
+# Tiny teacher models written to disk, for the task and CLI tests.
+@pytest.fixture
+def lstm_teacher_path(tmp_path):
+    """A small LSTM with large weights: strongly nonlinear, so it aliases."""
+    torch.manual_seed(0)
+    model = LSTMAmp(hidden_size=8, sample_rate=44100)
+    with torch.no_grad():
+        model.rec.weight_ih_l0.mul_(0).add_(torch.randn_like(model.rec.weight_ih_l0) * 6.0)
+        model.lin.weight.mul_(3.0)
+    path = tmp_path / "teacher.json"
+    save_model(model, path)
+    return path
+
+
+def tiny_wavenet(sample_rate=44100) -> WaveNet:
+    layers = [
+        LayerArrayConfig(
+            input_size=1,
+            condition_size=1,
+            head_size=1,
+            channels=4,
+            kernel_size=3,
+            dilations=(1, 2, 4),
+            activation="Tanh",
+            gated=False,
+            head_bias=True,
+        )
+    ]
+    torch.manual_seed(1)
+    return WaveNet(layers, head_scale=1.0, sample_rate=sample_rate)
+
+
+@pytest.fixture
+def wavenet_teacher_path(tmp_path):
+    path = tmp_path / "teacher.nam"
+    save_model(tiny_wavenet(), path)
+    return path

@@ -192,7 +192,14 @@ class AntiAliasFineTuning(AudioTask):
                 self.student.reset_state()
         for key in history[0]:
             value = torch.stack([h[key] for h in history]).mean()
-            self.log(f"train/{key}", value, prog_bar=key == "loss", on_step=True, on_epoch=True)
+            self.log(
+                f"train/{key}",
+                value,
+                prog_bar=key == "loss",
+                on_step=True,
+                on_epoch=True,
+                sync_dist=True,
+            )
         return history[-1]["loss"]
 
     def configure_optimizers(self):

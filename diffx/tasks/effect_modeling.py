@@ -157,7 +157,9 @@ class EffectModeling(AudioTask):
             self._step(optimizer, loss)
             losses.append(loss.detach())
         mean_loss = torch.stack(losses).mean()
-        self.log("train/loss", mean_loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log(
+            "train/loss", mean_loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True
+        )
         return mean_loss
 
     def _metrics(self, batch: dict[str, torch.Tensor], stage: str) -> None:
