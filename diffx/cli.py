@@ -55,7 +55,7 @@ def _usage() -> str:
     )
 
 
-def _build_cli(args: list[str], run: bool = True):
+def _build_cli(args: list[str] | None, run: bool = True):
     # Imported here so `diffx demo` and `diffx --help` stay fast.
     import pytorch_lightning as pl
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -93,6 +93,7 @@ def _build_cli(args: list[str], run: bool = True):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in TRAINING_SUBCOMMANDS:
         print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    _build_cli(argv)
+    # From the shell LightningCLI reads sys.argv itself (its DDP launcher re-runs it).
+    _build_cli(None if from_command_line else argv)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Effects as nn.Modules: normalized [0, 1] parameters in, audio out."""
 
 from diffx.effects.base import Effect, EffectChain, ParamSpec, check_normalized
+from diffx.effects.circuits import DiodeClipper
 from diffx.effects.processors import (
     AllpassCascade,
     Compressor,
@@ -12,6 +13,7 @@ from diffx.effects.processors import (
 )
 
 __all__ = [
+    "DiodeClipper",
     "AllpassCascade",
     "Compressor",
     "Delay",

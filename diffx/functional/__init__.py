@@ -10,6 +10,7 @@ from diffx.functional.allpass import (
     second_order_allpass_sos,
     stretched_allpass_sos,
 )
+from diffx.functional.circuits import diode_clipper
 from diffx.functional.distortion import (
     adaa1,
     adaa_tolerance,
@@ -38,6 +39,7 @@ from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_fram
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
 
 __all__ = [
+    "diode_clipper",
     "ALLPASS_KINDS",
     "FILTER_TYPES",
     "allpass_cascade",
