@@ -63,7 +63,8 @@ def _build_cli(args: list[str] | None, run: bool = True):
     class ConfigBesideCheckpoints(SaveConfigCallback):
         """Save the run's config in the log folder and in the checkpoint folder."""
 
-        def save_config(self, trainer, pl_module, stage: str) -> None:
+        def on_train_start(self, trainer, pl_module) -> None:
+            # The checkpoint folder is only known once ModelCheckpoint has set up.
             callback = trainer.checkpoint_callback
             if callback is None or callback.dirpath is None or not trainer.is_global_zero:
                 return

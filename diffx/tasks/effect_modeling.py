@@ -9,7 +9,8 @@ trains on whole segments (16384 samples in the NAM trainer) with the first ``rec
 - 1`` output samples, which depend on audio before the segment, left out of the loss.
 
 Every optimizer step counts as a training step (``trainer.max_steps``), as in the papers.
-At the end of ``fit`` the model is exported for plug-ins (``model.json`` GuitarML/Proteus for
+At the end of ``fit`` the model (the best on validation when a ``ModelCheckpoint`` monitors a
+metric, else the final one) is exported for plug-ins (``model.json`` GuitarML/Proteus for
 an LSTM, ``model.nam`` for a WaveNet) into the run folder, beside the checkpoints and config.
 """
 
@@ -23,7 +24,6 @@ from torch import nn
 from diffx._validation import check_integer, check_sample_rate
 from diffx.io.models import load_model, save_model
 from diffx.losses import DCLoss, ESRLoss, MultiResolutionSTFTLoss, make_pre_emphasis
-from diffx.losses.time_domain import esr
 from diffx.tasks.base import AudioTask, is_recurrent, model_suffix, settle_samples, tbptt_frames
 
 ESR_DB_FLOOR = 1e-12
@@ -104,6 +104,7 @@ class EffectModeling(AudioTask):
         self.spectral = MultiResolutionSTFTLoss()
         self.automatic_optimization = False  # one optimizer step per TBPTT frame
         self._example: dict[str, torch.Tensor] | None = None
+        self._energies = torch.zeros(2, dtype=torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Process ``(batch, 1, samples)`` audio from silence; returns the same shape."""
@@ -176,9 +177,11 @@ class EffectModeling(AudioTask):
             sync_dist=True,
             prog_bar=True,
         )
-        ratio = esr(pred, y).mean()
-        self.log(f"{stage}/esr", ratio, batch_size=batch_size, sync_dist=True)
-        self.log(f"{stage}/esr_db", to_db(ratio), batch_size=batch_size, sync_dist=True)
+        # ESR of all the held-out audio together (error energy over target energy): a mean of
+        # per-chunk ESRs would let a quiet chunk (a decaying note) dominate.
+        self._energies += (
+            torch.stack([((pred - y) ** 2).sum(), (y**2).sum()]).detach().double().cpu()
+        )
         self.log(f"{stage}/mrstft", self.spectral(pred, y), batch_size=batch_size, sync_dist=True)
         if self._example is None:
             self._example = {"input": x[0, 0], "target": y[0, 0], "output": pred[0, 0]}
@@ -194,8 +197,23 @@ class EffectModeling(AudioTask):
 
     def on_validation_epoch_start(self) -> None:
         self._example = None
+        self._energies = torch.zeros(2, dtype=torch.float64)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _log_esr(self, stage: str) -> None:
+        energies = self._energies
+        if self.trainer.world_size > 1:
+            energies = self.all_gather(energies.to(self.device)).reshape(-1, 2).sum(0).cpu()
+        ratio = energies[0] / (energies[1] + ESR_DB_FLOOR)
+        self.log(f"{stage}/esr", ratio.float(), rank_zero_only=True)
+        self.log(f"{stage}/esr_db", to_db(ratio).float(), rank_zero_only=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_esr("test")
 
     def on_validation_epoch_end(self) -> None:
+        self._log_esr("val")
         if self._example is None or self.trainer.sanity_checking:
             return
         from diffx.analysis.plots import plot_spectra
@@ -214,6 +232,14 @@ class EffectModeling(AudioTask):
         run_dir = self.run_dir()
         if self.export_name is None or run_dir is None or self.global_rank != 0:
             return
-        path = run_dir / f"{self.export_name}{model_suffix(self.model)}"
-        save_model(copy.deepcopy(self.model).float(), path)
-        print(f"exported the trained model to {path}")
+        model = copy.deepcopy(self.model)
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        if best:
+            # export the weights that scored best on validation, as the NAM trainer does
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            model.load_state_dict(
+                {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+            )
+        path = run_dir / f"{self.export_name}{model_suffix(model)}"
+        save_model(model.float(), path)
+        print(f"exported the {'best' if best else 'final'} model to {path}")
