@@ -188,8 +188,11 @@ def diode_clipper(
 
     Levels: ``x`` (1.0 = 0 dBFS) times the drive gain is the source voltage ``v_in`` in volts,
     so full scale at 0 dB drive is a 1 V peak. The output is the capacitor voltage in volts
-    times the output gain, read as full scale again (1 V = 1.0); it stays within about
-    +-0.7 V once the diodes conduct, so at ``output_gain_db=0`` it peaks near -3 dBFS.
+    times the output gain, read as full scale again (1 V = 1.0). The capacitor stays within
+    about +-0.8 V however hard it is driven, so at ``output_gain_db=0`` a driven guitar peaks
+    near -3 dBFS; band-limiting the output back to the audio rate can add Gibbs overshoot to
+    that where the clipped signal has much energy near the audio Nyquist frequency (hard-driven
+    white noise peaks near 1.25).
 
     The circuit runs at ``sample_rate * oversampling``: the driven input is interpolated with
     a linear-phase Kaiser low-pass (passband to 0.45 ``sample_rate``, 100 dB down from the
