@@ -283,10 +283,13 @@ def _audio_columns(
     }
 
 
-def _format(value: float, digits: int = 2) -> str:
+def _format(key: str, value: float) -> str:
+    """dB to 0.01 dB; ratios (ESR in %, MR-STFT) to 3 significant digits, small ones included."""
     if math.isinf(value):
         return "-inf" if value < 0 else "inf"
-    return f"{value:.{digits}f}"
+    if key.endswith("_db"):
+        return f"{value:.2f}"
+    return f"{value:.3g}"
 
 
 def _column_title(key: str) -> str:
@@ -310,10 +313,7 @@ def write_tables(table: dict[str, dict[str, float]], out_dir: Path, notes: Seque
     lines = ["| model | " + " | ".join(_column_title(k) for k in shown) + " |"]
     lines.append("|---" * (len(shown) + 1) + "|")
     for row, values in table.items():
-        digits = {k: 3 if k.startswith("audio_mrstft") else 2 for k in shown}
-        lines.append(
-            f"| {row} | " + " | ".join(_format(values[k], digits[k]) for k in shown) + " |"
-        )
+        lines.append(f"| {row} | " + " | ".join(_format(k, values[k]) for k in shown) + " |")
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     (out_dir / "table.md").write_text(text)
 
