@@ -10,7 +10,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffx._validation import check_integer
-from diffx.data.sources import GUITAR_AND_BASS, load_sources, normalize_peak
+from diffx.data.sources import (
+    GUITAR_AND_BASS,
+    check_effect_rate,
+    load_sources,
+    normalize_peak,
+)
 
 
 class SegmentDataset(Dataset):
@@ -110,11 +115,7 @@ class AudioPairDataModule(pl.LightningDataModule):
         self.sample_rate = check_integer(sample_rate, "sample_rate", 1)
         if (targets is None) == (effect is None):
             raise ValueError("give exactly one of targets (recorded outputs) or effect (a module)")
-        effect_rate = getattr(effect, "sample_rate", None)
-        if effect_rate is not None and effect_rate != self.sample_rate:
-            raise ValueError(
-                f"effect runs at sample_rate={effect_rate} but the data is at {self.sample_rate}"
-            )
+        check_effect_rate(effect, self.sample_rate, "effect")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
         self.inputs, self.targets, self.effect = list(inputs), targets, effect

@@ -77,6 +77,15 @@ def load_sources(
     return clips
 
 
+def check_effect_rate(effect, sample_rate: int, name: str) -> None:
+    """Raise ``ValueError`` when ``effect`` declares a ``sample_rate`` other than the data's."""
+    effect_rate = getattr(effect, "sample_rate", None)
+    if effect_rate is not None and effect_rate != sample_rate:
+        raise ValueError(
+            f"{name} runs at sample_rate={effect_rate} but the data is at {sample_rate}"
+        )
+
+
 def normalize_peak(audio: torch.Tensor, peak_dbfs: float | None) -> torch.Tensor:
     """Scale ``audio`` to an absolute peak of ``peak_dbfs`` (``None``: unchanged; silence stays)."""
     if peak_dbfs is None:

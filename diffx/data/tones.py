@@ -11,7 +11,12 @@ from torch.utils.data import DataLoader
 
 from diffx._validation import check_integer
 from diffx.analysis.tones import SineToneDataset
-from diffx.data.sources import GUITAR_AND_BASS, load_sources, normalize_peak
+from diffx.data.sources import (
+    GUITAR_AND_BASS,
+    check_effect_rate,
+    load_sources,
+    normalize_peak,
+)
 
 
 class ToneDataModule(pl.LightningDataModule):
@@ -59,12 +64,7 @@ class ToneDataModule(pl.LightningDataModule):
         self.sample_rate = check_integer(sample_rate, "sample_rate", 1)
         self.batch_size = check_integer(batch_size, "batch_size", 1)
         self.val_segment_samples = check_integer(val_segment_samples, "val_segment_samples", 1)
-        effect_rate = getattr(reference_effect, "sample_rate", None)
-        if effect_rate is not None and effect_rate != self.sample_rate:
-            raise ValueError(
-                f"reference_effect runs at sample_rate={effect_rate} but the data is at "
-                f"{self.sample_rate}"
-            )
+        check_effect_rate(reference_effect, self.sample_rate, "reference_effect")
         # Built here so that bad tone settings fail when the config is read, not mid-run.
         self.train_set = SineToneDataset(
             num_tones, self.sample_rate, duration_s, midi_low, midi_high, seed=seed

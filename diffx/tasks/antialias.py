@@ -36,11 +36,11 @@ import torch
 from diffx._validation import check_integer, check_sample_rate
 from diffx.analysis import aliasing_metrics, bandlimit, chromatic_test_set
 from diffx.analysis.plots import plot_aliasing_metrics, plot_spectra
-from diffx.io.models import load_model, save_model
+from diffx.io.models import load_model
 from diffx.losses import DCLoss, MultiResolutionSTFTLoss, NMRLoss, make_pre_emphasis
 from diffx.losses.time_domain import esr
 from diffx.nn import WaveNet
-from diffx.tasks.base import AudioTask, is_recurrent, model_suffix, tbptt_frames
+from diffx.tasks.base import AudioTask, is_recurrent, tbptt_frames
 from diffx.tasks.effect_modeling import to_db
 
 NMR_MIN_SAMPLES = 4096
@@ -95,9 +95,8 @@ class AntiAliasFineTuning(AudioTask):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.student = copy.deepcopy(self.teacher).requires_grad_(True)
-        for name, value in (("learning_rate", learning_rate),):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
         for name, value in (
             ("esr_weight", esr_weight),
             ("nmr_weight", nmr_weight),
@@ -302,9 +301,4 @@ class AntiAliasFineTuning(AudioTask):
         self.log_figure("spectra/validation", plot_spectra(signals, self.sample_rate))
 
     def on_fit_end(self) -> None:
-        run_dir = self.run_dir()
-        if self.export_name is None or run_dir is None or self.global_rank != 0:
-            return
-        path = run_dir / f"{self.export_name}{model_suffix(self.student)}"
-        save_model(copy.deepcopy(self.student).float(), path)
-        print(f"exported the fine-tuned student to {path}")
+        self.export_model(self.student, self.export_name, "the fine-tuned student")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -9,6 +10,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
+from diffx.io.models import save_model
 from diffx.nn import LSTMAmp, WaveNet
 
 
@@ -65,16 +67,33 @@ class AudioTask(pl.LightningModule):
         writer.add_audio(tag, clip, self.global_step, sample_rate=self.sample_rate)
 
     def log_figure(self, tag: str, figure) -> None:
-        """Log a matplotlib figure to TensorBoard (rank zero only) and close it."""
-        import matplotlib.pyplot as plt
+        """Log a matplotlib figure to TensorBoard (rank zero only).
 
+        diffx's figures are built without pyplot, so there is no pyplot state to close.
+        """
         writer = self._tensorboard()
         if writer is not None and self.global_rank == 0:
             writer.add_figure(tag, figure, self.global_step, close=False)
-        plt.close(figure)
+
+    def export_model(self, model: nn.Module, stem: str | None, what: str) -> Path | None:
+        """Save a float32 copy of ``model`` as ``<run folder>/<stem>.json|.nam`` (rank zero).
+
+        Call it on every process: finding the run folder is a collective under DDP.
+
+        Returns the path, or ``None`` when there is nothing to do (no stem, no logger folder,
+        not rank zero).
+        """
+        run_dir = self.run_dir()
+        if stem is None or run_dir is None or self.global_rank != 0:
+            return None
+        path = run_dir / f"{stem}{model_suffix(model)}"
+        save_model(copy.deepcopy(model).float(), path)
+        print(f"exported {what} to {path}")
+        return path
 
     def run_dir(self) -> Path | None:
-        """The logger's folder for this run (``None`` without a logger)."""
+        """The logger's folder for this run (``None`` without a logger); under DDP every
+        process must call it, since ``trainer.log_dir`` broadcasts rank zero's folder."""
         if self._trainer is None or self.trainer.log_dir is None:
             return None
         return Path(self.trainer.log_dir)

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
-from diffx.io.models import load_model, save_model
+from diffx.io.models import load_model
 from diffx.losses import DCLoss, ESRLoss, MultiResolutionSTFTLoss, make_pre_emphasis
-from diffx.tasks.base import AudioTask, is_recurrent, model_suffix, settle_samples, tbptt_frames
+from diffx.tasks.base import AudioTask, is_recurrent, settle_samples, tbptt_frames
 
 ESR_DB_FLOOR = 1e-12
 """Added to an ESR before taking 10 log10 for logs, so a perfect match logs -120 dB, not -inf."""
@@ -229,8 +229,7 @@ class EffectModeling(AudioTask):
         )
 
     def on_fit_end(self) -> None:
-        run_dir = self.run_dir()
-        if self.export_name is None or run_dir is None or self.global_rank != 0:
+        if self.export_name is None:
             return
         model = copy.deepcopy(self.model)
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
@@ -240,6 +239,4 @@ class EffectModeling(AudioTask):
             model.load_state_dict(
                 {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
             )
-        path = run_dir / f"{self.export_name}{model_suffix(model)}"
-        save_model(model.float(), path)
-        print(f"exported the {'best' if best else 'final'} model to {path}")
+        self.export_model(model, self.export_name, f"the {'best' if best else 'final'} model")
