@@ -57,8 +57,15 @@ def _usage() -> str:
 
 def _build_cli(args: list[str] | None, run: bool = True):
     # Imported here so `diffx demo` and `diffx --help` stay fast.
+    import warnings
+
     import pytorch_lightning as pl
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+    # The tasks step the optimizer once per TBPTT frame (manual optimization), and their
+    # checkpoints are meant to hold the weights after the step; Lightning's warning about
+    # exactly that prints a page of sample code on every run.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
     class ConfigBesideCheckpoints(SaveConfigCallback):
         """Save the run's config in the log folder and in the checkpoint folder."""

@@ -86,8 +86,8 @@ from diffx.io.guitarml import GUITARML_SAMPLE_RATE
 from diffx.io.models import load_model, save_model
 from diffx.losses import MultiResolutionSTFTLoss, make_pre_emphasis
 from diffx.losses.time_domain import esr
+from diffx.nn import adapt_to_rate
 from diffx.nn.lstm import LSTMAmp
-from diffx.nn.oversample import adapt_to_rate
 
 #: Demo clips of the real-audio comparison: the real electric guitar and the finger bass.
 DEFAULT_AUDIO = ("guitar_em9", "bass")

@@ -1,6 +1,17 @@
-"""Network building blocks: neural amp models (LSTM, NAM WaveNet)."""
+"""Network building blocks: neural amp models (LSTM, NAM WaveNet) and running them at a
+higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNets)."""
 
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
+from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 
-__all__ = ["UNIT_TYPES", "LSTMAmp", "LayerArrayConfig", "WaveNet", "standard_config"]
+__all__ = [
+    "UNIT_TYPES",
+    "DelayLineRNN",
+    "LSTMAmp",
+    "LayerArrayConfig",
+    "WaveNet",
+    "adapt_to_rate",
+    "dilate_wavenet",
+    "standard_config",
+]

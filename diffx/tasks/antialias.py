@@ -54,7 +54,11 @@ class AntiAliasFineTuning(AudioTask):
         teacher: path to the trained model (``.nam`` or GuitarML ``.json``; any file
             :func:`diffx.io.load_model` reads). The student starts as an exact copy.
         sample_rate: Hz; must match the teacher's (linked from the data module by the CLI).
-        learning_rate: Adam step size (5e-4 in the paper).
+        learning_rate: Adam step size (5e-4 in the paper, constant).
+        final_learning_rate: when given, the step size falls from ``learning_rate`` to this
+            value along a cosine over ``trainer.max_steps`` optimizer steps, so that a short
+            run can start fast (cutting the aliasing) and end slowly (recovering the ESR to
+            the teacher); ``None`` keeps the paper's constant rate.
         esr_weight, nmr_weight, dc_weight: loss weights (see the module docstring).
         pre_emphasis: filter on both signals before the loss (``"lp"`` in the paper).
         warmup_fraction: share of each tone used to settle the student (and discarded from
@@ -63,7 +67,8 @@ class AntiAliasFineTuning(AudioTask):
             paper's 1/10 (recurrent) or 1/2 (WaveNet).
         val_levels_dbfs: levels of the chromatic validation tones (dB re full scale).
         val_midi_step: use every ``val_midi_step``-th MIDI note of 21-108 (1 = all 88).
-        export_name: file stem for the exported student in the run folder (``None``: none).
+        export_name: file stem for the exported student in the run folder (``None``: none);
+            the best on validation when a ``ModelCheckpoint`` monitors a metric, else the final.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class AntiAliasFineTuning(AudioTask):
         teacher: str,
         sample_rate: int = 44100,
         learning_rate: float = 5e-4,
+        final_learning_rate: float | None = None,
         esr_weight: float = 1.0,
         nmr_weight: float = 1.0,
         dc_weight: float = 0.0,
@@ -110,7 +116,13 @@ class AntiAliasFineTuning(AudioTask):
             frame_fraction = 0.1 if is_recurrent(self.student) else 0.5
         if not 0.0 < frame_fraction <= 1.0:
             raise ValueError(f"frame_fraction must lie in (0, 1], got {frame_fraction!r}")
+        if final_learning_rate is not None and not 0 < final_learning_rate <= learning_rate:
+            raise ValueError(
+                f"final_learning_rate must lie in (0, learning_rate = {learning_rate!r}], "
+                f"got {final_learning_rate!r}"
+            )
         self.learning_rate = float(learning_rate)
+        self.final_learning_rate = final_learning_rate
         self.weights = {"esr": float(esr_weight), "nmr": float(nmr_weight), "dc": float(dc_weight)}
         self.warmup_fraction, self.frame_fraction = float(warmup_fraction), float(frame_fraction)
         self.pre_emphasis = make_pre_emphasis(pre_emphasis, self.sample_rate)
@@ -182,6 +194,8 @@ class AntiAliasFineTuning(AudioTask):
                 optimizer.zero_grad()
                 self.manual_backward(terms["loss"])
                 optimizer.step()
+                if self.final_learning_rate is not None:
+                    self.lr_schedulers().step()
                 if recurrent:
                     self.student.detach_state()
                 history.append({k: v.detach() for k, v in terms.items()})
@@ -202,7 +216,17 @@ class AntiAliasFineTuning(AudioTask):
         return history[-1]["loss"]
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.student.parameters(), lr=self.learning_rate)
+        optimizer = torch.optim.Adam(self.student.parameters(), lr=self.learning_rate)
+        if self.final_learning_rate is None:
+            return optimizer
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps < 1:
+            raise ValueError("final_learning_rate needs trainer.max_steps (the decay's length)")
+        # Stepped by hand once per optimizer step (manual optimization).
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max_steps, eta_min=self.final_learning_rate
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- validation -------------------------------------------------------------------------
 
@@ -301,4 +325,4 @@ class AntiAliasFineTuning(AudioTask):
         self.log_figure("spectra/validation", plot_spectra(signals, self.sample_rate))
 
     def on_fit_end(self) -> None:
-        self.export_model(self.student, self.export_name, "the fine-tuned student")
+        self.export_best("student", self.export_name)

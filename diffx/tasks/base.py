@@ -91,6 +91,32 @@ class AudioTask(pl.LightningModule):
         print(f"exported {what} to {path}")
         return path
 
+    def export_best(self, attribute: str, stem: str | None) -> Path | None:
+        """Export ``self.<attribute>`` with the weights that scored best on validation.
+
+        "Best" is the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric
+        (as the NAM trainer exports its best model); without one, the final weights. Call it
+        on every process (see :meth:`export_model`).
+        """
+        if stem is None:
+            return None
+        model = copy.deepcopy(getattr(self, attribute))
+        best = ""
+        for callback in self.trainer.checkpoint_callbacks if self._trainer is not None else []:
+            if getattr(callback, "monitor", None) and getattr(callback, "best_model_path", ""):
+                best = callback.best_model_path
+                break
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            prefix = f"{attribute}."
+            model.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+            what = f"the best model on validation ({Path(best).name})"
+        else:
+            what = "the final model"
+        return self.export_model(model, stem, what)
+
     def run_dir(self) -> Path | None:
         """The logger's folder for this run (``None`` without a logger); under DDP every
         process must call it, since ``trainer.log_dir`` broadcasts rank zero's folder."""

@@ -16,8 +16,6 @@ an LSTM, ``model.nam`` for a WaveNet) into the run folder, beside the checkpoint
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -229,14 +227,4 @@ class EffectModeling(AudioTask):
         )
 
     def on_fit_end(self) -> None:
-        if self.export_name is None:
-            return
-        model = copy.deepcopy(self.model)
-        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
-        if best:
-            # export the weights that scored best on validation, as the NAM trainer does
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            model.load_state_dict(
-                {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-            )
-        self.export_model(model, self.export_name, f"the {'best' if best else 'final'} model")
+        self.export_best("model", self.export_name)

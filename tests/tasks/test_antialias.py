@@ -1,5 +1,7 @@
 """Anti-aliasing fine-tuning: teacher frozen, student learns the bandlimited target."""
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -95,6 +97,34 @@ def test_fine_tuning_reduces_aliasing_and_keeps_the_teacher(lstm_teacher_path, t
         torch.testing.assert_close(exported.state_dict()[key], value)
 
 
+def test_the_best_student_on_validation_is_exported(lstm_teacher_path, tmp_path):
+    """With a ModelCheckpoint on val/loss the export holds that checkpoint's weights (read
+    back from the .ckpt file), also when a non-monitoring checkpoint callback comes first."""
+    task = AntiAliasFineTuning(
+        str(lstm_teacher_path), learning_rate=5e-3, val_levels_dbfs=[-6.0], val_midi_step=8
+    )
+    keep_last = pl.callbacks.ModelCheckpoint(tmp_path / "ckpt", save_last=True)
+    best = pl.callbacks.ModelCheckpoint(
+        tmp_path / "ckpt", monitor="val/loss", filename="best-{step}", save_top_k=1
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=12,
+        logger=pl.loggers.TensorBoardLogger(tmp_path / "logs", name="run", version=""),
+        callbacks=[keep_last, best],
+        limit_val_batches=1,
+        val_check_interval=2,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, datamodule=_data())
+    assert "best-step=" in best.best_model_path
+    state = torch.load(best.best_model_path, weights_only=False)["state_dict"]
+    exported = load_model(tmp_path / "logs" / "run" / "student.json").state_dict()
+    for key, value in exported.items():
+        torch.testing.assert_close(value, state[f"student.{key}"].float())
+
+
 def test_wavenet_student_trains_over_frames(wavenet_teacher_path, tmp_path):
     task = AntiAliasFineTuning(str(wavenet_teacher_path), learning_rate=1e-3, val_midi_step=22)
     trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=1, val_check_interval=1)
@@ -102,6 +132,26 @@ def test_wavenet_student_trains_over_frames(wavenet_teacher_path, tmp_path):
     assert trainer.global_step == 4
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
     assert (tmp_path / "logs" / "run" / "student.nam").is_file()
+
+
+def test_cosine_decay_follows_the_closed_form(lstm_teacher_path, tmp_path):
+    """lr(k) = final + (lr0 - final) (1 + cos(pi k / K)) / 2 after k of K optimizer steps."""
+    lr0, final, max_steps = 1e-3, 1e-4, 6
+    seen = []
+
+    class RecordRate(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    task = AntiAliasFineTuning(
+        str(lstm_teacher_path), learning_rate=lr0, final_learning_rate=final, val_midi_step=22
+    )
+    trainer = _trainer(tmp_path, max_steps, limit_val_batches=0, callbacks=[RecordRate()])
+    trainer.fit(task, datamodule=_data())
+    assert trainer.global_step == max_steps and len(seen) > 1  # several frames per batch
+    for step, lr in seen:
+        expected = final + (lr0 - final) * (1 + math.cos(math.pi * step / max_steps)) / 2
+        assert lr == pytest.approx(expected, rel=1e-9)
 
 
 def test_bad_arguments(lstm_teacher_path, tmp_path):
@@ -113,3 +163,5 @@ def test_bad_arguments(lstm_teacher_path, tmp_path):
         AntiAliasFineTuning(str(lstm_teacher_path), warmup_fraction=1.0)
     with pytest.raises(ValueError, match="missing.json"):
         AntiAliasFineTuning(str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="final_learning_rate"):
+        AntiAliasFineTuning(str(lstm_teacher_path), learning_rate=1e-4, final_learning_rate=1e-3)
