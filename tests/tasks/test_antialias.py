@@ -154,6 +154,13 @@ def test_cosine_decay_follows_the_closed_form(lstm_teacher_path, tmp_path):
         assert lr == pytest.approx(expected, rel=1e-9)
 
 
+def test_cosine_decay_without_max_steps_is_refused(lstm_teacher_path, tmp_path):
+    task = AntiAliasFineTuning(str(lstm_teacher_path), learning_rate=1e-3, final_learning_rate=1e-4)
+    trainer = _trainer(tmp_path, max_steps=-1, max_epochs=1, limit_val_batches=0)
+    with pytest.raises(ValueError, match="trainer.max_steps"):
+        trainer.fit(task, datamodule=_data())
+
+
 def test_bad_arguments(lstm_teacher_path, tmp_path):
     with pytest.raises(ValueError, match="48000"):
         AntiAliasFineTuning(str(lstm_teacher_path), sample_rate=48000)
