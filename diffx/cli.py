@@ -6,6 +6,8 @@ Subcommands:
                                    ``diffx fit --config ... --ckpt_path last`` resumes a run.
     demo                           run the core effects on the shipped demo audio; write audio
                                    files and plots.
+    align                          phase-align a dry recording to a processed one with allpass
+                                   filters (``diffx align --dry d.wav --wet w.wav --out a.wav``).
 
 Every task config names a model (``model.class_path``: a LightningModule in
 :mod:`diffx.tasks`) and a data module (``data.class_path``: :mod:`diffx.data`). The data
@@ -45,12 +47,14 @@ def _usage() -> str:
     return (
         f"diffx {__version__}\n\n"
         "usage: diffx {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]\n"
-        "       diffx demo [--out DIR] [--seconds S]\n\n"
+        "       diffx demo [--out DIR] [--seconds S]\n"
+        "       diffx align --dry DRY.wav --wet WET.wav --out ALIGNED.wav [options]\n\n"
         "  fit       train a task (add --ckpt_path last to resume)\n"
         "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
         "  test      run the test metrics\n"
         "  predict   process audio with a trained task\n"
-        "  demo      run the core effects on the shipped demo audio\n\n"
+        "  demo      run the core effects on the shipped demo audio\n"
+        "  align     phase-align a dry recording to a processed one (allpass filters)\n\n"
         "`diffx fit --help` lists every option; configs live in configs/<task>/."
     )
 
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] == "demo":
         return _demo(argv[1:])
+    if argv[0] == "align":
+        from diffx.align import main as align_main
+
+        return align_main(argv[1:])
     if argv[0] not in TRAINING_SUBCOMMANDS:
         print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 def test_configs_exist_for_each_task():
     tasks = {path.parent.name for path in CONFIGS}
-    assert {"effect_modeling", "antialias"} <= tasks
+    assert {"effect_modeling", "antialias", "phase_alignment"} <= tasks
     for task in tasks:
         names = {p.stem for p in CONFIGS if p.parent.name == task}
         assert any(n.startswith("quickstart") for n in names), task
@@ -43,6 +43,14 @@ def quick_overrides(config: Path, tmp_path: Path, teachers: dict[str, Path]) -> 
             "--data.init_args.inputs=[guitar_harmonics]",
             "--data.init_args.batch_size=2",
             "--data.init_args.num_workers=0",
+        ]
+    elif data.endswith("PhaseAlignmentDataModule"):
+        args += [
+            "--trainer.max_steps=4",
+            "--data.init_args.steps_per_epoch=2",
+            "--data.init_args.crop_samples=2048",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.probe_seconds=1.0",
         ]
     else:
         kind = "nam" if spec["model"]["init_args"]["teacher"].endswith(".nam") else "json"

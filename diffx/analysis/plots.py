@@ -206,3 +206,64 @@ def plot_spectra(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_phase_alignment(
+    freqs_hz: np.ndarray,
+    measured_phase_rad: np.ndarray,
+    fitted_phase_rad: np.ndarray,
+    measured_delay_samples: np.ndarray,
+    fitted_delay_samples: np.ndarray,
+    coherence: np.ndarray,
+    sample_rate: float | None = None,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The phase response and group delay of a fitted alignment against the measured ones.
+
+    Args:
+        freqs_hz: ``(n_freqs,)`` frequencies.
+        measured_phase_rad, fitted_phase_rad: ``(n_freqs,)`` phase of the wet relative to the
+            dry and of the fitted filter; both are drawn wrapped to (-180, 180] degrees.
+        measured_delay_samples, fitted_delay_samples: ``(n_freqs,)`` group delays in samples
+            (drawn in ms when ``sample_rate`` is given).
+        coherence: ``(n_freqs,)`` in [0, 1]; measured points fade where it is low.
+        sample_rate: Hz, to draw delays in milliseconds.
+        path: where to write a PNG, or ``None``.
+        title: figure title.
+
+    Returns:
+        The figure: phase (degrees) on top, group delay below, against frequency (log axis).
+    """
+    f = np.asarray(freqs_hz, dtype=float)
+    keep = f > 0
+    f = f[keep]
+    wrap = lambda p: np.degrees(np.angle(np.exp(1j * np.asarray(p)[keep])))  # noqa: E731
+    alpha = np.clip(np.asarray(coherence, dtype=float)[keep], 0.05, 1.0)
+    scale, unit = (1000.0 / sample_rate, "ms") if sample_rate else (1.0, "samples")
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    ax_phase, ax_delay = fig.subplots(2, 1, sharex=True)
+    colors = np.zeros((f.size, 4))
+    colors[:, 3] = alpha
+    ax_phase.scatter(f, wrap(measured_phase_rad), s=2, c=colors, label="measured (wet vs dry)")
+    ax_phase.semilogx(f, wrap(fitted_phase_rad), color="C1", linewidth=1.2, label="fitted filter")
+    ax_phase.set_ylabel("phase (degrees)")
+    ax_phase.set_ylim(-190, 190)
+    ax_phase.set_yticks([-180, -90, 0, 90, 180])
+    measured_delay = np.asarray(measured_delay_samples, dtype=float)[keep] * scale
+    fitted_delay = np.asarray(fitted_delay_samples, dtype=float)[keep] * scale
+    ax_delay.scatter(f, measured_delay, s=2, c=colors, label="measured")
+    ax_delay.semilogx(f, fitted_delay, color="C1", linewidth=1.2, label="fitted filter")
+    # The measured delay is a derivative of a noisy phase: limit the view to the fit's range.
+    span = np.ptp(fitted_delay) if fitted_delay.size else 1.0
+    low, high = fitted_delay.min() - 0.5 * span - 1 * scale, fitted_delay.max() + 0.5 * span + scale
+    ax_delay.set_ylim(low, high)
+    ax_delay.set_ylabel(f"group delay ({unit})")
+    ax_delay.set_xlabel("frequency (Hz)")
+    ax_delay.set_xlim(max(f.min(), 10.0), f.max())
+    for ax in (ax_phase, ax_delay):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

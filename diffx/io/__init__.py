@@ -1,5 +1,13 @@
-"""Reading and writing audio files and neural amp models, and the demo audio shipped with diffx."""
+"""Reading and writing audio files, neural amp models and phase alignments, and the demo audio
+shipped with diffx."""
 
+from diffx.io.alignment import (
+    Alignment,
+    load_alignment,
+    load_alignments,
+    save_alignment,
+    save_alignments,
+)
 from diffx.io.audio import (
     DEMO_SAMPLE_RATES,
     demo_audio_files,
@@ -10,6 +18,11 @@ from diffx.io.audio import (
 from diffx.io.models import MODEL_SUFFIXES, load_model, save_model
 
 __all__ = [
+    "Alignment",
+    "load_alignment",
+    "load_alignments",
+    "save_alignment",
+    "save_alignments",
     "MODEL_SUFFIXES",
     "DEMO_SAMPLE_RATES",
     "demo_audio_files",

@@ -18,6 +18,14 @@ from diffx.losses.loudness import (
     pyloudnorm_loudness,
 )
 from diffx.losses.nmr import NMRLoss, critical_bands, ear_weighting_db, noise_to_mask_ratio
+from diffx.losses.phase import (
+    ComplexSTFTLoss,
+    GroupDelayLoss,
+    NCCLoss,
+    ParallelMixLoss,
+    PhaseResponseLoss,
+    ncc,
+)
 from diffx.losses.spectral import MelSTFTLoss, MultiResolutionSTFTLoss, mel_filterbank
 from diffx.losses.time_domain import DCLoss, ESRLoss, dc_error, esr
 
@@ -25,6 +33,11 @@ __all__ = [
     "PRE_EMPHASIS_NAMES",
     "AWeighting",
     "AntialiasLowpass",
+    "ComplexSTFTLoss",
+    "GroupDelayLoss",
+    "NCCLoss",
+    "ParallelMixLoss",
+    "PhaseResponseLoss",
     "DCLoss",
     "ESRLoss",
     "FirstOrderHighpass",
@@ -42,6 +55,7 @@ __all__ = [
     "k_weighting_sos",
     "make_pre_emphasis",
     "mel_filterbank",
+    "ncc",
     "noise_to_mask_ratio",
     "pyloudnorm_loudness",
 ]

@@ -1,11 +1,15 @@
-"""Network building blocks: neural amp models (LSTM, NAM WaveNet) and running them at a
+"""Network building blocks: neural amp models (LSTM, NAM WaveNet), the BiasNet that
+parameterizes allpass cascades for phase alignment, and running them at a
 higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNets)."""
 
+from diffx.nn.biasnet import BiasNet, SineMLP
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 
 __all__ = [
+    "BiasNet",
+    "SineMLP",
     "UNIT_TYPES",
     "DelayLineRNN",
     "LSTMAmp",

@@ -3,5 +3,6 @@
 from diffx.tasks.antialias import AntiAliasFineTuning
 from diffx.tasks.base import AudioTask
 from diffx.tasks.effect_modeling import EffectModeling
+from diffx.tasks.phase_alignment import PhaseAlignment
 
-__all__ = ["AntiAliasFineTuning", "AudioTask", "EffectModeling"]
+__all__ = ["AntiAliasFineTuning", "AudioTask", "EffectModeling", "PhaseAlignment"]

@@ -1,0 +1,379 @@
+"""``diffx align``: line a dry recording up with a processed ("wet") one, in phase.
+
+    diffx align --dry dry.wav --wet wet.wav --out aligned.wav
+
+fits, per channel, a polarity, a delay and a differentiable allpass cascade
+(:class:`diffx.tasks.PhaseAlignment`) so that the dry sums with the wet with as little comb
+filtering as possible, and writes
+
+- ``aligned.wav``: the aligned dry (the wet's channel count; 24-bit unless the dry is float);
+- ``aligned.json``: the filter, per channel (:mod:`diffx.io.alignment`; reusable from Python
+  with :func:`diffx.io.load_alignment` and ``Alignment.apply``);
+- ``aligned.png``: the measured and fitted phase response and group delay.
+
+It prints the parallel-mix test (comb-filter loss in dB, normalized cross-correlation at
+lag 0) before alignment, after the best integer delay and after the full alignment.
+
+Input handling: the wet is resampled to the dry's rate when they differ (said so); lengths
+may differ by up to ``--max-length-diff-ms`` (the longer is trimmed to the shorter for
+fitting; the output keeps the dry's length), more is refused; a mono dry is aligned to each
+channel of a multi-channel wet, and a multi-channel dry needs a wet with as many channels or a
+mono one; silent files are refused; clipped files are aligned with a warning (clipping is not a
+phase shift, so the fit can only be partial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffx.analysis.alignment import (
+    DelayEstimate,
+    MixReport,
+    apply_delay,
+    fractional_delay_estimate,
+    integer_delay,
+    parallel_mix,
+)
+from diffx.io.alignment import Alignment, save_alignments
+
+CLIP_LEVEL = 0.999
+"""Samples at or above this magnitude count as clipped."""
+
+
+@dataclass
+class ChannelResult:
+    """One channel's alignment and its parallel-mix tests (dry as given, integer delay, full)."""
+
+    alignment: Alignment
+    before: MixReport
+    integer_delay: MixReport
+    after: MixReport
+
+
+def clipped_fraction(audio: torch.Tensor) -> float:
+    """Share of samples in runs of at least 3 consecutive samples at full scale."""
+    at_limit = (audio.abs() >= CLIP_LEVEL).numpy()
+    if not at_limit.any():
+        return 0.0
+    run = at_limit[..., 2:] & at_limit[..., 1:-1] & at_limit[..., :-2]
+    return float(run.sum()) / at_limit.size
+
+
+def _fit_once(
+    dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses, learning_rate,
+    delay_learning_rate, unwrapped_steps, weighting, seed, progress, log_dir,
+):  # fmt: skip
+    import pytorch_lightning as pl
+
+    from diffx.data.alignment import PhaseAlignmentDataModule
+    from diffx.nn.biasnet import BiasNet
+    from diffx.tasks.phase_alignment import PhaseAlignment
+
+    # Lightning's start-up lines (accelerators, tips) would repeat for every fit.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.manual_seed(seed)
+    data = PhaseAlignmentDataModule.from_tensors(
+        dry.reshape(1, -1), wet.reshape(1, -1), sample_rate,
+        bulk_delay_samples=int(bulk.delay_samples), polarity=bulk.polarity, seed=seed,
+    )  # fmt: skip
+    cascade = BiasNet(sample_rate, kind, n_second=n_second, n_first=n_first, stretch=stretch)
+    task = PhaseAlignment(
+        sample_rate, cascade, losses=losses, learning_rate=learning_rate,
+        delay_learning_rate=delay_learning_rate, unwrapped_steps=unwrapped_steps,
+        weighting=weighting, export_stem=None,
+    )  # fmt: skip
+    logger = pl.loggers.TensorBoardLogger(str(log_dir), name="", version="") if log_dir else False
+    with warnings.catch_warnings():
+        # One pair, no validation loop, a fixed number of crops: Lightning's hints about
+        # data-loader workers and missing validation do not apply.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*val_dataloader.*")
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_steps=steps, logger=logger,
+            enable_checkpointing=False, enable_progress_bar=progress,
+            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+            log_every_n_steps=50,
+        )  # fmt: skip
+        trainer.fit(task, datamodule=data)
+    return task
+
+
+def bulk_candidates(dry, wet, sample_rate: int, max_delay_ms: float) -> list[DelayEstimate]:
+    """Where the cascade may start: the cross-correlation peak, and no delay with either
+    polarity.
+
+    The peak is not always the right start. An allpass with a large group delay at low
+    frequencies correlates best with its input several samples late; starting there leaves
+    the cascade a phase it cannot produce (an advance), while starting at lag 0 it can match
+    the phase exactly. A tonal signal also correlates about as well one period later.
+    """
+    max_lag = int(round(max_delay_ms * sample_rate / 1000))
+    peak = integer_delay(dry, wet, max_delay_samples=max_lag)
+    candidates = [peak]
+    for polarity in (1, -1):
+        if (peak.delay_samples, peak.polarity) != (0.0, polarity):
+            candidates.append(DelayEstimate(0.0, polarity, 0.0))
+    return candidates
+
+
+def fit_channel(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    kind: str = "second_order",
+    n_second: int = 4,
+    n_first: int = 0,
+    stretch: int | None = None,
+    steps: int = 1000,
+    losses: dict[str, float] | None = None,
+    learning_rate: float = 1e-4,
+    delay_learning_rate: float = 1e-3,
+    unwrapped_steps: int = 500,
+    weighting: str = "cross_power",
+    max_delay_ms: float = 100.0,
+    search_bulk: bool = True,
+    fallback_to_delay: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    log_dir: str | Path | None = None,
+):
+    """Fit one channel: ``dry`` and ``wet`` ``(samples,)`` or ``(1, samples)``, same length.
+
+    With ``search_bulk`` the cascade is fitted from each of :func:`bulk_candidates` and the fit
+    whose aligned dry loses least energy in the parallel mix with the wet (the comb-filter
+    loss on the whole signal) is kept; otherwise it starts from the cross-correlation peak.
+    With ``fallback_to_delay``, when the best delay alone (cross-correlation peak refined to a
+    fraction of a sample) sums better than every cascade, as for effects whose phase leads
+    (an allpass can only lag), that delay is returned with no sections. Other arguments configure
+    :class:`diffx.nn.BiasNet` and :class:`diffx.tasks.PhaseAlignment`.
+
+    Returns:
+        ``(alignment, task)``: the :class:`~diffx.io.alignment.Alignment` and the trained
+        task (for its figure and targets).
+    """
+    candidates = bulk_candidates(dry.reshape(-1), wet.reshape(-1), sample_rate, max_delay_ms)
+    if not search_bulk:
+        candidates = candidates[:1]
+    best, best_score = None, math.inf
+    for bulk in candidates:
+        task = _fit_once(
+            dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses,
+            learning_rate, delay_learning_rate, unwrapped_steps, weighting, seed, progress,
+            log_dir,
+        )  # fmt: skip
+        aligned = task.alignment().apply(dry.reshape(-1).double().numpy())
+        score = -parallel_mix(aligned, wet.reshape(-1)).comb_loss_db
+        if score < best_score:
+            best, best_score = task, score
+    alignment = best.alignment()
+    if fallback_to_delay:
+        x = dry.reshape(-1).double().numpy()
+        max_lag = int(round(max_delay_ms * sample_rate / 1000))
+        delay = fractional_delay_estimate(x, wet.reshape(-1), max_delay_samples=max_lag)
+        delayed = apply_delay(x, delay.delay_samples, delay.polarity)
+        if -parallel_mix(delayed, wet.reshape(-1)).comb_loss_db < best_score:
+            alignment = Alignment(sample_rate, delay.polarity, delay.delay_samples,
+                                  np.zeros((0, 6)), kind="none")  # fmt: skip
+    return alignment, best
+
+
+def align(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    **fit_kwargs,
+) -> list[ChannelResult]:
+    """Align every channel: ``dry`` ``(1 or C, samples)`` to ``wet`` ``(1 or C, samples)``.
+
+    A mono side is used for every channel of the other; equal lengths are required. Keyword
+    arguments go to :func:`fit_channel`.
+    """
+    if dry.shape[-1] != wet.shape[-1]:
+        raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
+    channels = max(dry.shape[0], wet.shape[0])
+    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
+        raise ValueError(
+            f"dry has {dry.shape[0]} channels and wet {wet.shape[0]}: give equal channel "
+            "counts, or a mono file on one side"
+        )
+    results = []
+    for c in range(channels):
+        x = dry[min(c, dry.shape[0] - 1)].double()
+        y = wet[min(c, wet.shape[0] - 1)].double()
+        for name, a in (("dry", x), ("wet", y)):
+            if not bool(a.abs().max() > 0):
+                raise ValueError(f"{name} channel {c} is silent: there is nothing to align")
+        alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
+        max_lag = int(round(fit_kwargs.get("max_delay_ms", 100.0) * sample_rate / 1000))
+        bulk = integer_delay(x, y, max_delay_samples=max_lag)
+        delayed = apply_delay(x, bulk.delay_samples, bulk.polarity)
+        aligned = alignment.apply(x.numpy())
+        results.append(ChannelResult(
+            alignment=alignment,
+            before=parallel_mix(x, y),
+            integer_delay=parallel_mix(delayed, y),
+            after=parallel_mix(aligned, y),
+        ))  # fmt: skip
+    return results
+
+
+def _read(path: str, what: str, sample_rate: int | None = None):
+    from diffx.io.audio import load_audio
+
+    try:
+        return load_audio(path, sample_rate=sample_rate)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"diffx align: cannot use the {what} file: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="diffx align",
+        description="phase-align a dry recording to a processed one with allpass filters",
+    )
+    parser.add_argument("--dry", required=True, help="the unprocessed recording")
+    parser.add_argument("--wet", required=True, help="the processed recording")
+    parser.add_argument("--out", required=True, help="aligned dry audio to write (.wav/.flac)")
+    parser.add_argument("--kind", default="second_order",
+                        choices=["second_order", "mixed", "first_order", "warped",
+                                 "warped_stretched"],
+                        help="allpass sections (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--sections", type=int, default=8,
+                        help="second-order sections (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--first-order", type=int, default=0,
+                        help="first-order sections (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per channel")
+    parser.add_argument("--weighting", default="cross_power", choices=["coherence", "cross_power"],
+                        help="frequency weights of the phase fit (default: %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=100.0,
+                        help="search the bulk delay within +-this ms (default: %(default)s)")
+    parser.add_argument("--max-length-diff-ms", type=float, default=50.0,
+                        help="trim files whose lengths differ by at most this much")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in ("sections", "first_order", "steps"):
+        if getattr(args, name) < 0 or (name == "steps" and args.steps < 1):
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+
+    dry, sample_rate = _read(args.dry, "dry")
+    wet_info = _read(args.wet, "wet")
+    if wet_info[1] != sample_rate:
+        print(f"resampling the wet from {wet_info[1]} Hz to the dry's {sample_rate} Hz")
+        wet, _ = _read(args.wet, "wet", sample_rate)
+    else:
+        wet = wet_info[0]
+    diff = abs(dry.shape[-1] - wet.shape[-1])
+    if diff > args.max_length_diff_ms * sample_rate / 1000:
+        raise SystemExit(
+            f"diffx align: the dry has {dry.shape[-1]} samples and the wet {wet.shape[-1]} "
+            f"({1000 * diff / sample_rate:.0f} ms apart, more than --max-length-diff-ms="
+            f"{args.max_length_diff_ms:g}); are they the same take?"
+        )
+    length = min(dry.shape[-1], wet.shape[-1])
+    if diff:
+        print(f"lengths differ by {diff} samples; fitting on the first {length}")
+    channels = max(dry.shape[0], wet.shape[0])
+    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
+        raise SystemExit(
+            f"diffx align: the dry has {dry.shape[0]} channels and the wet {wet.shape[0]}; "
+            "give equal channel counts, or a mono file on one side"
+        )
+    for name, audio, path in (("dry", dry, args.dry), ("wet", wet, args.wet)):
+        for c in range(audio.shape[0]):
+            if not bool(audio[c].abs().max() > 0):
+                raise SystemExit(f"diffx align: the {name} file {path} is silent (channel {c})")
+        share = clipped_fraction(audio)
+        if share > 1e-4:
+            print(
+                f"warning: the {name} file {path} is clipped ({100 * share:.2f} % of samples at "
+                "full scale); clipping is not a phase shift, so the alignment can only be partial"
+            )
+
+    fit_kwargs = dict(
+        kind=args.kind,
+        n_second=args.sections if args.kind not in ("first_order",) else 0,
+        n_first=args.first_order if args.kind != "first_order" else max(args.first_order, 1),
+        steps=args.steps,
+        weighting=args.weighting,
+        max_delay_ms=args.max_delay_ms,
+        seed=args.seed,
+    )
+    if args.kind in ("mixed", "warped_stretched") and fit_kwargs["n_first"] == 0:
+        fit_kwargs["n_first"] = 1
+    results = align(dry[:, :length], wet[:, :length], sample_rate, **fit_kwargs)
+
+    out = Path(args.out)
+    aligned = np.stack([
+        r.alignment.apply(dry[min(c, dry.shape[0] - 1)].double().numpy())
+        for c, r in enumerate(results)
+    ])  # fmt: skip
+    from diffx.io.audio import save_audio
+
+    peak = float(np.abs(aligned).max())
+    if peak > 1.0:
+        print(f"note: the aligned dry peaks at {20 * math.log10(peak):+.2f} dBFS; writing float")
+    save_audio(out, aligned.astype(np.float32), sample_rate, subtype="FLOAT" if peak > 1 else None)
+    for r in results:
+        r.alignment.report = {
+            "as_recorded": vars(r.before), "integer_delay": vars(r.integer_delay),
+            "allpass_alignment": vars(r.after),
+        }  # fmt: skip
+    filter_path = save_alignments([r.alignment for r in results], out.with_suffix(".json"),
+                                  dry=str(args.dry), wet=str(args.wet))  # fmt: skip
+    _figure(results, dry, wet, length, sample_rate, out.with_suffix(".png"))
+
+    print(f"\nparallel-mix test ({channels} channel{'s' if channels > 1 else ''}):")
+    print(f"{'':>4} {'stage':<22} {'comb-filter loss':>17} {'NCC at lag 0':>13}")
+    for c, r in enumerate(results):
+        for stage, rep in (("as recorded", r.before), ("integer delay", r.integer_delay),
+                           ("allpass alignment", r.after)):  # fmt: skip
+            print(f"{c:>4} {stage:<22} {rep.comb_loss_db:>+14.2f} dB {rep.ncc:>+13.4f}")
+        a = r.alignment
+        if not len(a.sos):
+            print("     no allpass section sums better than the delay alone: delay only")
+        delay_ms = 1000 * a.delay_samples / sample_rate
+        print(f"     delay {a.delay_samples:+.2f} samples ({delay_ms:+.3f} ms), "
+              f"polarity {a.polarity:+d}")  # fmt: skip
+    print(f"\nwrote {out}, {filter_path} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _figure(results, dry, wet, length, sample_rate, path) -> None:
+    """Phase and group delay of channel 0's fit against its measurement."""
+    from diffx.analysis.alignment import apply_delay, estimate_response
+    from diffx.analysis.plots import plot_phase_alignment
+    from diffx.functional import group_delay, phase_response
+
+    a = results[0].alignment
+    x = dry[0, :length].double().numpy()
+    y = wet[0, :length].double().numpy()
+    shifted = apply_delay(x, round(a.delay_samples), a.polarity)
+    response = estimate_response(shifted, y, sample_rate)
+    f = response.freqs_hz[1:]
+    residual = a.delay_samples - round(a.delay_samples)
+    phase = -2 * np.pi * f / sample_rate * residual
+    delay = np.full_like(f, residual)
+    if len(a.sos):
+        sos = torch.as_tensor(a.sos)
+        phase = phase + phase_response(sos, f, sample_rate).numpy()
+        delay = delay + group_delay(sos, f, sample_rate).numpy()
+    measured_delay = -np.gradient(np.unwrap(response.phase_rad[1:]), 2 * np.pi * f / sample_rate)
+    plot_phase_alignment(
+        f, response.phase_rad[1:], phase, measured_delay, delay, response.coherence[1:],
+        sample_rate=sample_rate, path=path,
+        title=f"channel 0: {a.kind}, delay {a.delay_samples:+.2f} samples",
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Phase alignment: fit a differentiable allpass cascade so a dry signal sums cleanly with a
+processed copy of it (Bargum et al., "Differentiable Allpass Filters for Phase Response
+Estimation and Automatic Signal Alignment", 2023).
+
+The aligned dry is ``polarity * delay_d(A(dry_shifted))``: the data module has already shifted
+the dry by the integer lag (and polarity) of the cross-correlation peak; here a
+:class:`diffx.nn.BiasNet` cascade ``A`` and a small trainable delay ``d`` (samples, either
+sign, starting at 0) learn the frequency-dependent rest.
+
+Losses, by name, each with a weight in ``losses`` (YAML: ``losses: {phase: 1.0}``):
+
+``phase``         frequency domain, against the measured phase of the wet relative to the
+                  dry (:class:`diffx.losses.PhaseResponseLoss`): for the first
+                  ``unwrapped_steps`` steps on unwrapped phases (a smooth bowl that brings
+                  every section near its place), then on wrapped ones (blind to whole turns).
+                  No audio is filtered, so a step costs microseconds per frequency.
+``group_delay``   frequency domain, group delay against the measured one (samples^2).
+``esr``, ``l1``   time domain on random crops: error-to-signal ratio, mean absolute error.
+``ncc``           time domain: negative normalized cross-correlation at lag 0.
+``complex_stft``  multi-resolution complex STFT distance (sees phase).
+``parallel_mix``  the comb-filter loss of the paper (|X| + |Y| against |X + Y|).
+
+The frequency-domain losses weigh each frequency by ``weighting``: ``"coherence"`` (each
+frequency where the wet is a linear function of the dry counts alike: the phase response is
+fitted over the whole band) or ``"cross_power"`` (each frequency by how much it contributes to
+the sum of dry and wet: what the parallel-mix test measures).
+
+Validation runs the whole pair and logs the parallel-mix test (``val/comb_loss_db``,
+``val/ncc``), the wrapped phase loss (``val/loss``), the weighted phase error in degrees, and
+a figure of the phase responses and group delays. At the end of ``fit`` the alignment is
+written into the run folder as ``<export_stem>.json`` (:mod:`diffx.io.alignment`) and ``<export_stem>.png``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import torch
+from torch import nn
+
+from diffx._validation import check_integer, check_sample_rate
+from diffx.analysis.alignment import parallel_mix
+from diffx.io.alignment import Alignment, save_alignment
+from diffx.losses import ESRLoss
+from diffx.losses.phase import (
+    ComplexSTFTLoss,
+    GroupDelayLoss,
+    NCCLoss,
+    ParallelMixLoss,
+    PhaseResponseLoss,
+)
+from diffx.nn.biasnet import BiasNet
+from diffx.tasks.base import AudioTask
+
+FREQUENCY_LOSSES = ("phase", "group_delay")
+TIME_LOSSES = ("esr", "l1", "ncc", "complex_stft", "parallel_mix")
+LOSSES = FREQUENCY_LOSSES + TIME_LOSSES
+WEIGHTINGS = ("coherence", "cross_power")
+
+
+def shift(x: torch.Tensor, delay_samples: torch.Tensor) -> torch.Tensor:
+    """Delay ``(..., samples)`` audio by a scalar tensor of samples, either sign.
+
+    The fractional part is a linear phase on an FFT padded past twice the length (no
+    wrap-around; differentiable in ``delay_samples``); the integer part is an exact shift with
+    zeros filled in. The length is kept.
+    """
+    n = x.shape[-1]
+    whole = int(math.floor(float(delay_samples.detach())))
+    frac = delay_samples - whole
+    # The FFT size of diffx.analysis.alignment.apply_delay, so the task and the exported
+    # alignment interpolate identically.
+    size = scipy.fft.next_fast_len(2 * n + 1, real=True)
+    k = torch.arange(size // 2 + 1, device=x.device, dtype=x.dtype)
+    phase = -2 * math.pi * k * frac.to(x.dtype) / size
+    if size % 2 == 0:
+        # The Nyquist bin of a real signal stays real: keep cos of its phase (as apply_delay).
+        rotation = torch.complex(torch.cos(phase), torch.sin(phase) * (k < size // 2))
+    else:
+        rotation = torch.complex(torch.cos(phase), torch.sin(phase))
+    y = torch.fft.irfft(torch.fft.rfft(x, size) * rotation, size)[..., :n]
+    if whole > 0:
+        y = nn.functional.pad(y[..., : max(n - whole, 0)], (min(whole, n), 0))
+    elif whole < 0:
+        y = nn.functional.pad(y[..., min(-whole, n) :], (0, min(-whole, n)))
+    return y
+
+
+class PhaseAlignment(AudioTask):
+    """Fit an allpass cascade (and a residual delay) that aligns a dry signal to a wet one.
+
+    Args:
+        sample_rate: Hz (linked from the data module by the CLI).
+        cascade: the :class:`diffx.nn.BiasNet` to fit (default: four second-order sections).
+        losses: ``{name: weight}`` from :data:`LOSSES` (module notes).
+        learning_rate: Adam step size of the cascade's networks.
+        delay_learning_rate: Adam step size of the residual delay (samples per step); 0 keeps
+            the delay at the data module's integer lag.
+        unwrapped_steps: steps of the ``phase`` loss on unwrapped phases before it switches to
+            wrapped ones.
+        weighting: ``"coherence"`` or ``"cross_power"`` (module notes).
+        min_freq_hz, max_freq_hz: band of the frequency-domain losses and the phase error.
+        fft_sizes: of the ``complex_stft`` and ``parallel_mix`` losses.
+        export_stem: file stem of the exported alignment (``None``: no export).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 44100,
+        cascade: BiasNet | None = None,
+        losses: dict[str, float] | None = None,
+        learning_rate: float = 1e-4,
+        delay_learning_rate: float = 1e-2,
+        unwrapped_steps: int = 300,
+        weighting: str = "coherence",
+        min_freq_hz: float = 20.0,
+        max_freq_hz: float = 20000.0,
+        fft_sizes: tuple[int, ...] = (2048, 1024, 512),
+        export_stem: str | None = "alignment",
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["cascade"])
+        self.sample_rate = int(check_sample_rate(sample_rate))
+        self.cascade = cascade if cascade is not None else BiasNet(self.sample_rate)
+        if self.cascade.sample_rate != self.sample_rate:
+            raise ValueError(
+                f"cascade.sample_rate={self.cascade.sample_rate} but the task runs at "
+                f"{self.sample_rate} Hz"
+            )
+        self.losses = dict({"phase": 1.0} if losses is None else losses)
+        unknown = sorted(set(self.losses) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; choose from {LOSSES}")
+        if not self.losses or any(not (w >= 0) for w in self.losses.values()):
+            raise ValueError(f"losses needs at least one entry, all weights >= 0: {self.losses}")
+        for name, value in (("learning_rate", learning_rate),
+                            ("delay_learning_rate", delay_learning_rate)):  # fmt: skip
+            if not value >= 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.learning_rate, self.delay_learning_rate = learning_rate, delay_learning_rate
+        self.unwrapped_steps = check_integer(unwrapped_steps, "unwrapped_steps", 0)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
+        if not 0 <= min_freq_hz < max_freq_hz:
+            raise ValueError(
+                f"need 0 <= min_freq_hz < max_freq_hz, got {min_freq_hz}, {max_freq_hz}"
+            )
+        self.min_freq_hz, self.max_freq_hz = float(min_freq_hz), float(max_freq_hz)
+        self.export_stem = export_stem
+        # The residual delay in samples; the bulk lag and polarity come from the data module
+        # and are kept as buffers so a checkpoint holds the whole alignment.
+        self.delay = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.register_buffer("bulk_delay", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("polarity", torch.ones((), dtype=torch.float64))
+        self.loss_fns = nn.ModuleDict({
+            "esr": ESRLoss(),
+            "ncc": NCCLoss(),
+            "complex_stft": ComplexSTFTLoss(fft_sizes),
+            "parallel_mix": ParallelMixLoss(self.sample_rate, fft_sizes),
+        })  # fmt: skip
+        self.target: dict[str, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # targets from the data module
+
+    def set_target(self, response, bulk_delay: float = 0.0, polarity: int = 1) -> None:
+        """Take the measured response (:class:`diffx.analysis.alignment.ResponseEstimate`)
+        and the bulk alignment the dry was shifted by."""
+        f = response.freqs_hz
+        band = (f >= max(self.min_freq_hz, 1e-9)) & (f <= min(self.max_freq_hz,
+                                                              0.5 * self.sample_rate))  # fmt: skip
+        if band.sum() < 2:
+            raise ValueError(
+                f"no measured frequencies in [{self.min_freq_hz}, {self.max_freq_hz}] Hz"
+            )
+        weight = response.coherence if self.weighting == "coherence" else response.cross_power
+        weight = weight[band]
+        if not weight.sum() > 0:
+            raise ValueError(
+                "the dry and wet share no coherent energy in the fitted band: is the wet a "
+                "processed copy of the dry?"
+            )
+        unwrapped = response.unwrapped_phase_rad(band)
+        omega = 2 * np.pi * f[band] / self.sample_rate
+        # Group delay -d(phase)/d(omega) by central differences of the unwrapped phase.
+        delay = -np.gradient(unwrapped, omega)
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+        self.target = {
+            "freqs_hz": as_t(f[band]),
+            "phase": as_t(response.phase_rad[band]),
+            "unwrapped": as_t(unwrapped),
+            "group_delay": as_t(delay),
+            "weight": as_t(weight / weight.sum()),
+            "coherence": as_t(response.coherence[band]),
+        }
+        self.bulk_delay.fill_(float(bulk_delay))
+        self.polarity.fill_(float(polarity))
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None or not hasattr(datamodule, "response"):
+            raise ValueError("PhaseAlignment needs a PhaseAlignmentDataModule")
+        datamodule.setup(stage)
+        self.set_target(datamodule.response, datamodule.bulk.delay_samples,
+                        datamodule.bulk.polarity)  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------
+    # the model
+
+    def model_phase(self, freqs_hz: torch.Tensor) -> torch.Tensor:
+        """Phase of ``A(z) z^-d`` at ``freqs_hz``, radians (unwrapped, from 0 at 0 Hz)."""
+        omega = 2 * math.pi * freqs_hz / self.sample_rate
+        return self.cascade.phase_response(freqs_hz) - omega * self.delay
+
+    def model_group_delay(self, freqs_hz: torch.Tensor) -> torch.Tensor:
+        """Group delay of ``A(z) z^-d`` in samples."""
+        return self.cascade.group_delay(freqs_hz) + self.delay
+
+    def forward(self, dry_shifted: torch.Tensor) -> torch.Tensor:
+        """Align ``(batch, 1, samples)`` dry audio that the bulk lag has already shifted."""
+        y = self.cascade.filter(dry_shifted.to(torch.float64))
+        return shift(y, self.delay).to(dry_shifted.dtype)
+
+    # ----------------------------------------------------------------------------------------
+    # training
+
+    def _frequency_losses(self) -> dict[str, torch.Tensor]:
+        t = self.target
+        out = {}
+        if "phase" in self.losses:
+            phase = self.model_phase(t["freqs_hz"])
+            unwrapped = self.global_step < self.unwrapped_steps
+            target = t["unwrapped"] if unwrapped else t["phase"]
+            out["phase"] = PhaseResponseLoss(wrapped=not unwrapped)(phase, target, t["weight"])
+        if "group_delay" in self.losses:
+            delay = self.model_group_delay(t["freqs_hz"])
+            out["group_delay"] = GroupDelayLoss()(delay, t["group_delay"], t["weight"])
+        return out
+
+    def _time_losses(self, dry: torch.Tensor, wet: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = [n for n in TIME_LOSSES if n in self.losses]
+        if not names:
+            return {}
+        pred = self(dry.to(torch.float64))
+        wet = wet.to(torch.float64)
+        out = {}
+        for name in names:
+            if name == "l1":
+                out[name] = (pred - wet).abs().mean()
+            else:
+                out[name] = self.loss_fns[name](pred, wet)
+        return out
+
+    def training_step(self, batch, batch_idx):
+        if self.target is None:
+            raise RuntimeError("no target: call set_target() or train with the data module")
+        for key in ("freqs_hz", "phase", "unwrapped", "group_delay", "weight", "coherence"):
+            self.target[key] = self.target[key].to(self.device)
+        parts = self._frequency_losses()
+        parts.update(self._time_losses(batch["dry"], batch["wet"]))
+        loss = sum(self.losses[name] * value for name, value in parts.items())
+        for name, value in parts.items():
+            self.log(f"train/{name}", value.detach().float())
+        self.log("train/loss", loss.detach().float(), prog_bar=True)
+        self.log("train/delay_samples", self.delay.detach().float())
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([
+            {"params": self.cascade.parameters(), "lr": self.learning_rate},
+            {"params": [self.delay], "lr": self.delay_learning_rate},
+        ])  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------
+    # validation and export
+
+    def phase_error_deg(self) -> float:
+        """Weighted RMS of the wrapped phase error against the measured phase, in degrees."""
+        t = self.target
+        with torch.no_grad():
+            diff = torch.angle(torch.exp(1j * (self.model_phase(t["freqs_hz"]) - t["phase"])))
+            return math.degrees(float(torch.sqrt((t["weight"] * diff.square()).sum())))
+
+    def validation_step(self, batch, batch_idx):
+        dry, wet = batch["dry"], batch["wet"]
+        with torch.no_grad():
+            aligned = self(dry)
+        before = parallel_mix(dry[0, 0], wet[0, 0])
+        after = parallel_mix(aligned[0, 0], wet[0, 0])
+        t = self.target
+        with torch.no_grad():
+            wrapped = PhaseResponseLoss()(self.model_phase(t["freqs_hz"]), t["phase"], t["weight"])
+        # val/loss: the wrapped phase loss against the measured phase (what training ends on).
+        self.log("val/loss", float(wrapped), batch_size=1)
+        self.log("val/comb_loss_db", after.comb_loss_db, prog_bar=True, batch_size=1)
+        self.log("val/ncc", after.ncc, batch_size=1)
+        self.log("val/comb_loss_db_bulk_only", before.comb_loss_db, batch_size=1)
+        self.log("val/phase_error_deg", self.phase_error_deg(), batch_size=1)
+        self.log("val/delay_samples", float(self.bulk_delay + self.delay.detach()), batch_size=1)
+        if batch_idx == 0:
+            self.log_figure("val/phase_response", self.figure())
+            seconds = min(dry.shape[-1], 5 * self.sample_rate)
+            self.log_audio("val/mix_aligned", 0.5 * (aligned + wet)[0, 0, :seconds])
+            self.log_audio("val/mix_bulk_delay_only", 0.5 * (dry + wet)[0, 0, :seconds])
+
+    def alignment(self, report: dict | None = None) -> Alignment:
+        """The fitted alignment (total delay = the bulk lag plus the residual ``d``)."""
+        cascade = self.cascade.to_dict()
+        return Alignment(
+            sample_rate=self.sample_rate,
+            polarity=int(self.polarity),
+            delay_samples=float(self.bulk_delay + self.delay.detach()),
+            sos=np.asarray(cascade["sos"]),
+            kind=cascade["kind"],
+            stretch=cascade["stretch"],
+            params=cascade["params"],
+            report=report or {},
+        )
+
+    def figure(self, path: str | Path | None = None):
+        """Phase and group delay of the fitted filter against the measurement."""
+        from diffx.analysis.plots import plot_phase_alignment
+
+        t = self.target
+        with torch.no_grad():
+            phase = self.model_phase(t["freqs_hz"])
+            delay = self.model_group_delay(t["freqs_hz"])
+        return plot_phase_alignment(
+            t["freqs_hz"].cpu().numpy(),
+            t["phase"].cpu().numpy(),
+            phase.cpu().numpy(),
+            t["group_delay"].cpu().numpy(),
+            delay.cpu().numpy(),
+            t["coherence"].cpu().numpy(),
+            sample_rate=self.sample_rate,
+            path=path,
+        )
+
+    def on_fit_end(self) -> None:
+        run_dir = self.run_dir()
+        if self.export_stem is None or run_dir is None or self.global_rank != 0:
+            return
+        path = save_alignment(self.alignment(), run_dir / f"{self.export_stem}.json")
+        self.figure(run_dir / f"{self.export_stem}.png")
+        print(f"exported the alignment to {path}")
