@@ -3,8 +3,9 @@
     diffx align --dry dry.wav --wet wet.wav --out aligned.wav
 
 fits, per channel, a polarity, a delay and a differentiable allpass cascade
-(:class:`diffx.tasks.PhaseAlignment`) so that the dry sums with the wet with as little comb
-filtering as possible, and writes
+(:class:`diffx.tasks.PhaseAlignment`; by default four second-order sections, and a single
+first-order section tried as well) so that the dry sums with the wet with as little comb
+filtering as possible, keeps whichever sums best (a delay alone included), and writes
 
 - ``aligned.wav``: the aligned dry (the wet's channel count; 24-bit unless the dry is float);
 - ``aligned.json``: the filter, per channel (:mod:`diffx.io.alignment`; reusable from Python
@@ -191,12 +192,16 @@ def align(
     dry: torch.Tensor,
     wet: torch.Tensor,
     sample_rate: int,
+    try_first_order: bool = True,
     **fit_kwargs,
 ) -> list[ChannelResult]:
     """Align every channel: ``dry`` ``(1 or C, samples)`` to ``wet`` ``(1 or C, samples)``.
 
     A mono side is used for every channel of the other; equal lengths are required. Keyword
-    arguments go to :func:`fit_channel`.
+    arguments go to :func:`fit_channel`. With ``try_first_order`` a single first-order section
+    is fitted too and kept when it sums better: on effects whose phase leads (high-pass
+    filters, boosts) it often beats larger second-order cascades, which fall into local minima
+    there (see the README's table).
     """
     if dry.shape[-1] != wet.shape[-1]:
         raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
@@ -214,6 +219,12 @@ def align(
             if not bool(a.abs().max() > 0):
                 raise ValueError(f"{name} channel {c} is silent: there is nothing to align")
         alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
+        score = parallel_mix(alignment.apply(x.numpy()), y).comb_loss_db
+        if try_first_order and fit_kwargs.get("kind", "second_order") != "first_order":
+            simple = {**fit_kwargs, "kind": "first_order", "n_second": 0, "n_first": 1}
+            other, _ = fit_channel(x, y, sample_rate, **simple)
+            if parallel_mix(other.apply(x.numpy()), y).comb_loss_db > score:
+                alignment = other
         max_lag = int(round(fit_kwargs.get("max_delay_ms", 100.0) * sample_rate / 1000))
         bulk = integer_delay(x, y, max_delay_samples=max_lag)
         delayed = apply_delay(x, bulk.delay_samples, bulk.polarity)
@@ -248,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["second_order", "mixed", "first_order", "warped",
                                  "warped_stretched"],
                         help="allpass sections (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--sections", type=int, default=8,
+    parser.add_argument("--sections", type=int, default=4,
                         help="second-order sections (default: %(default)s)")  # fmt: skip
     parser.add_argument("--first-order", type=int, default=0,
                         help="first-order sections (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per channel")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per fit")
+    parser.add_argument("--no-first-order-try", action="store_true",
+                        help="do not also fit a single first-order section")  # fmt: skip
     parser.add_argument("--weighting", default="cross_power", choices=["coherence", "cross_power"],
                         help="frequency weights of the phase fit (default: %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=100.0,
@@ -310,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.kind in ("mixed", "warped_stretched") and fit_kwargs["n_first"] == 0:
         fit_kwargs["n_first"] = 1
-    results = align(dry[:, :length], wet[:, :length], sample_rate, **fit_kwargs)
+    results = align(dry[:, :length], wet[:, :length], sample_rate,
+                    try_first_order=not args.no_first_order_try, **fit_kwargs)  # fmt: skip
 
     out = Path(args.out)
     aligned = np.stack([

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import diffx
 from diffx.align import fit_channel
 from diffx.analysis.alignment import (
     apply_delay,
@@ -36,7 +37,7 @@ from diffx.functional import allpass_cascade, biquad, parametric_eq, sosfilt
 from diffx.io import load_demo, load_model
 
 SAMPLE_RATE = 44100
-MODEL = Path(__file__).resolve().parents[1] / "diffx/assets/models/diode_clipper_lstm40.json"
+MODEL = Path(diffx.__file__).parent / "assets" / "models" / "diode_clipper_lstm40.json"
 
 METHODS = {
     # name: fit_channel keyword arguments (None: a delay baseline)

@@ -28,7 +28,8 @@ the sum of dry and wet: what the parallel-mix test measures).
 Validation runs the whole pair and logs the parallel-mix test (``val/comb_loss_db``,
 ``val/ncc``), the wrapped phase loss (``val/loss``), the weighted phase error in degrees, and
 a figure of the phase responses and group delays. At the end of ``fit`` the alignment is
-written into the run folder as ``<export_stem>.json`` (:mod:`diffx.io.alignment`) and ``<export_stem>.png``.
+written into the run folder as ``<export_stem>.json`` (:mod:`diffx.io.alignment`) and
+``<export_stem>.png``.
 """
 
 from __future__ import annotations
