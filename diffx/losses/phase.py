@@ -58,6 +58,13 @@ def _stft(x: torch.Tensor, fft_size: int, window: torch.Tensor) -> torch.Tensor:
     return spec.reshape(*x.shape[:-1], *spec.shape[-2:])
 
 
+def _spectra(pred: torch.Tensor, target: torch.Tensor, fft_sizes: tuple[int, ...]):
+    """Yield ``(fft_size, STFT of pred, STFT of target)`` for every size (Hann, hop size/4)."""
+    for n in fft_sizes:
+        window = torch.hann_window(n, dtype=pred.dtype, device=pred.device)
+        yield n, _stft(pred, n, window), _stft(target, n, window)
+
+
 def _check_sizes(fft_sizes: Sequence[int]) -> tuple[int, ...]:
     sizes = tuple(int(s) for s in fft_sizes)
     if not sizes or any(s < 8 for s in sizes):
@@ -90,9 +97,7 @@ class ComplexSTFTLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target, min_dim=3)
         total = 0.0
-        for n in self.fft_sizes:
-            window = torch.hann_window(n, dtype=pred.dtype, device=pred.device)
-            sp, st = _stft(pred, n, window), _stft(target, n, window)
+        for _, sp, st in _spectra(pred, target, self.fft_sizes):
             total = total + (sp - st).abs().sum((-2, -1)) / (st.abs().sum((-2, -1)) + self.eps)
         return reduce(total / len(self.fft_sizes), self.reduction)
 
@@ -128,9 +133,7 @@ class ParallelMixLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target, min_dim=3)
         total = 0.0
-        for n in self.fft_sizes:
-            window = torch.hann_window(n, dtype=pred.dtype, device=pred.device)
-            sp, st = _stft(pred, n, window), _stft(target, n, window)
+        for n, sp, st in _spectra(pred, target, self.fft_sizes):
             if self.max_freq_hz is not None:
                 bins = int(self.max_freq_hz / self.sample_rate * n) + 1
                 sp, st = sp[..., :bins, :], st[..., :bins, :]
