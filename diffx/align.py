@@ -42,6 +42,7 @@ from diffx.analysis.alignment import (
     apply_delay,
     fractional_delay_estimate,
     integer_delay,
+    max_lag_samples,
     parallel_mix,
 )
 from diffx.io.alignment import Alignment, save_alignments
@@ -67,6 +68,22 @@ def clipped_fraction(audio: torch.Tensor) -> float:
         return 0.0
     run = at_limit[..., 2:] & at_limit[..., 1:-1] & at_limit[..., :-2]
     return float(run.sum()) / at_limit.size
+
+
+def check_layout(dry: torch.Tensor, wet: torch.Tensor, dry_name="dry", wet_name="wet") -> None:
+    """Refuse what cannot be aligned channel by channel, naming the culprit: channel counts
+    that neither match nor have a mono side, and silent channels. Both ``(channels, samples)``.
+    """
+    channels = max(dry.shape[0], wet.shape[0])
+    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
+        raise ValueError(
+            f"{dry_name} has {dry.shape[0]} channels and {wet_name} {wet.shape[0]}: give "
+            "equal channel counts, or a mono file on one side"
+        )
+    for name, audio in ((dry_name, dry), (wet_name, wet)):
+        for c in range(audio.shape[0]):
+            if not bool(audio[c].abs().max() > 0):
+                raise ValueError(f"{name} is silent (channel {c}): there is nothing to align")
 
 
 def _fit_once(
@@ -99,6 +116,8 @@ def _fit_once(
         # data-loader workers and missing validation do not apply.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*val_dataloader.*")
+        # A deprecation inside Lightning's own pytree helper, repeated at every fit.
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_steps=steps, logger=logger,
             enable_checkpointing=False, enable_progress_bar=progress,
@@ -118,8 +137,7 @@ def bulk_candidates(dry, wet, sample_rate: int, max_delay_ms: float) -> list[Del
     the cascade a phase it cannot produce (an advance), while starting at lag 0 it can match
     the phase exactly. A tonal signal also correlates about as well one period later.
     """
-    max_lag = int(round(max_delay_ms * sample_rate / 1000))
-    peak = integer_delay(dry, wet, max_delay_samples=max_lag)
+    peak = integer_delay(dry, wet, max_delay_samples=max_lag_samples(max_delay_ms, sample_rate))
     candidates = [peak]
     for polarity in (1, -1):
         if (peak.delay_samples, peak.polarity) != (0.0, polarity):
@@ -179,7 +197,7 @@ def fit_channel(
     alignment = best.alignment()
     if fallback_to_delay:
         x = dry.reshape(-1).double().numpy()
-        max_lag = int(round(max_delay_ms * sample_rate / 1000))
+        max_lag = max_lag_samples(max_delay_ms, sample_rate)
         delay = fractional_delay_estimate(x, wet.reshape(-1), max_delay_samples=max_lag)
         delayed = apply_delay(x, delay.delay_samples, delay.polarity)
         if -parallel_mix(delayed, wet.reshape(-1)).comb_loss_db < best_score:
@@ -205,35 +223,27 @@ def align(
     """
     if dry.shape[-1] != wet.shape[-1]:
         raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
-    channels = max(dry.shape[0], wet.shape[0])
-    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
-        raise ValueError(
-            f"dry has {dry.shape[0]} channels and wet {wet.shape[0]}: give equal channel "
-            "counts, or a mono file on one side"
-        )
+    check_layout(dry, wet)
+    max_lag = max_lag_samples(fit_kwargs.get("max_delay_ms", 100.0), sample_rate)
     results = []
-    for c in range(channels):
+    for c in range(max(dry.shape[0], wet.shape[0])):
         x = dry[min(c, dry.shape[0] - 1)].double()
         y = wet[min(c, wet.shape[0] - 1)].double()
-        for name, a in (("dry", x), ("wet", y)):
-            if not bool(a.abs().max() > 0):
-                raise ValueError(f"{name} channel {c} is silent: there is nothing to align")
         alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
-        score = parallel_mix(alignment.apply(x.numpy()), y).comb_loss_db
+        after = parallel_mix(alignment.apply(x.numpy()), y)
         if try_first_order and fit_kwargs.get("kind", "second_order") != "first_order":
             simple = {**fit_kwargs, "kind": "first_order", "n_second": 0, "n_first": 1}
             other, _ = fit_channel(x, y, sample_rate, **simple)
-            if parallel_mix(other.apply(x.numpy()), y).comb_loss_db > score:
-                alignment = other
-        max_lag = int(round(fit_kwargs.get("max_delay_ms", 100.0) * sample_rate / 1000))
+            other_mix = parallel_mix(other.apply(x.numpy()), y)
+            if other_mix.comb_loss_db > after.comb_loss_db:
+                alignment, after = other, other_mix
         bulk = integer_delay(x, y, max_delay_samples=max_lag)
         delayed = apply_delay(x, bulk.delay_samples, bulk.polarity)
-        aligned = alignment.apply(x.numpy())
         results.append(ChannelResult(
             alignment=alignment,
             before=parallel_mix(x, y),
             integer_delay=parallel_mix(delayed, y),
-            after=parallel_mix(aligned, y),
+            after=after,
         ))  # fmt: skip
     return results
 
@@ -295,16 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     length = min(dry.shape[-1], wet.shape[-1])
     if diff:
         print(f"lengths differ by {diff} samples; fitting on the first {length}")
+    try:
+        check_layout(dry, wet, f"the dry file {args.dry}", f"the wet file {args.wet}")
+    except ValueError as err:
+        raise SystemExit(f"diffx align: {err}") from None
     channels = max(dry.shape[0], wet.shape[0])
-    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
-        raise SystemExit(
-            f"diffx align: the dry has {dry.shape[0]} channels and the wet {wet.shape[0]}; "
-            "give equal channel counts, or a mono file on one side"
-        )
     for name, audio, path in (("dry", dry, args.dry), ("wet", wet, args.wet)):
-        for c in range(audio.shape[0]):
-            if not bool(audio[c].abs().max() > 0):
-                raise SystemExit(f"diffx align: the {name} file {path} is silent (channel {c})")
         share = clipped_fraction(audio)
         if share > 1e-4:
             print(

@@ -131,6 +131,11 @@ class DelayEstimate:
     peak: float
 
 
+def max_lag_samples(max_delay_ms: float, sample_rate: float) -> int:
+    """A lag search range of ``+-max_delay_ms`` in whole samples."""
+    return int(round(max_delay_ms * sample_rate / 1000))
+
+
 def _xcorr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Full cross-correlation ``c[k] = sum_n y[n] x[n - k]`` for lags ``-(N-1) .. N-1``."""
     n = x.size
@@ -332,6 +337,27 @@ def exponential_sweep(
     return np.sin(2 * np.pi * start_hz * seconds / rate * (np.exp(t * rate / seconds) - 1))
 
 
+PROBES = ("noise", "sweep")
+
+
+def probe_signal(
+    method: str, sample_rate: float, seconds: float, level_dbfs: float, seed: int = 0
+) -> np.ndarray:
+    """A test signal for measuring a response: white Gaussian noise at ``level_dbfs`` RMS
+    (``method="noise"``, seeded) or an exponential sweep peaking at ``level_dbfs``
+    (``"sweep"``); ``(round(seconds * sample_rate),)`` float64."""
+    sr = check_sample_rate(sample_rate)
+    if method not in PROBES:
+        raise ValueError(f"method must be one of {PROBES}, got {method!r}")
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    amplitude = 10 ** (level_dbfs / 20)
+    if method == "noise":
+        rng = np.random.default_rng(seed)
+        return amplitude * rng.standard_normal(int(round(seconds * sr)))
+    return amplitude * exponential_sweep(sr, seconds)
+
+
 def measure_effect_response(
     effect: Callable[[torch.Tensor], torch.Tensor],
     sample_rate: float,
@@ -357,16 +383,7 @@ def measure_effect_response(
         seed: of the noise.
     """
     sr = check_sample_rate(sample_rate)
-    if method not in ("noise", "sweep"):
-        raise ValueError(f"method must be 'noise' or 'sweep', got {method!r}")
-    if not seconds > 0:
-        raise ValueError(f"seconds must be positive, got {seconds!r}")
-    amplitude = 10 ** (level_dbfs / 20)
-    if method == "noise":
-        rng = np.random.default_rng(seed)
-        x = amplitude * rng.standard_normal(int(round(seconds * sr)))
-    else:
-        x = amplitude * exponential_sweep(sr, seconds)
+    x = probe_signal(method, sr, seconds, level_dbfs, seed)
     with torch.no_grad():
         y = effect(torch.from_numpy(x).float().reshape(1, 1, -1))
     if not isinstance(y, torch.Tensor) or y.shape[-1] != x.size:

@@ -27,17 +27,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffx._validation import check_integer
 from diffx.analysis.alignment import (
+    PROBES,
     DelayEstimate,
     ResponseEstimate,
     apply_delay,
     estimate_response,
-    exponential_sweep,
     integer_delay,
+    max_lag_samples,
+    probe_signal,
 )
-from diffx.data.sources import check_effect_rate, normalize_peak
-from diffx.io.audio import DEMO_SAMPLE_RATES, load_audio, load_demo
-
-PROBES = ("noise", "sweep")
+from diffx.data.sources import check_effect_rate, expand_sources, normalize_peak
+from diffx.io.audio import load_audio, load_demo
 
 
 class RandomCrops(Dataset):
@@ -178,16 +178,13 @@ class PhaseAlignmentDataModule(pl.LightningDataModule):
 
     def _load_one(self, source: str, what: str) -> torch.Tensor:
         """One channel of a demo clip or file, ``(1, samples)`` at ``sample_rate``."""
-        if source in DEMO_SAMPLE_RATES:
-            audio, _ = load_demo(source, sample_rate=self.sample_rate)
-        else:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise ValueError(
-                    f"{what} {source!r} is neither a demo clip "
-                    f"({', '.join(sorted(DEMO_SAMPLE_RATES))}) nor an audio file"
-                )
-            audio, _ = load_audio(path, sample_rate=self.sample_rate)
+        if Path(source).expanduser().is_dir():
+            raise ValueError(f"{what} must be one demo clip or audio file, got folder {source!r}")
+        _, where = expand_sources([source])[0]
+        if isinstance(where, str):  # a demo clip
+            audio, _ = load_demo(where, sample_rate=self.sample_rate)
+        else:  # load_sources would mix down to mono; keep the channels to pick one
+            audio, _ = load_audio(where, sample_rate=self.sample_rate)
         if self.channel >= audio.shape[0]:
             raise ValueError(
                 f"{what} {source!r} has {audio.shape[0]} channel(s); channel={self.channel} "
@@ -195,20 +192,13 @@ class PhaseAlignmentDataModule(pl.LightningDataModule):
             )
         return audio[self.channel : self.channel + 1]
 
-    def _probe(self) -> torch.Tensor:
-        n = int(round(self.probe_seconds * self.sample_rate))
-        amplitude = 10 ** (self.probe_level_dbfs / 20)
-        if self.probe == "noise":
-            g = torch.Generator().manual_seed(self.seed)
-            return amplitude * torch.randn(1, n, generator=g)
-        sweep = exponential_sweep(self.sample_rate, self.probe_seconds)
-        return amplitude * torch.from_numpy(sweep).float()[None]
-
     def _pair(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._given is not None:
             return self._given
         if self.dry_source is None:
-            dry = self._probe()
+            probe = probe_signal(self.probe, self.sample_rate, self.probe_seconds,
+                                 self.probe_level_dbfs, self.seed)  # fmt: skip
+            dry = torch.from_numpy(probe).float()[None]
         else:
             dry = self._load_one(self.dry_source, "dry")
             if self.effect is not None:
@@ -237,7 +227,7 @@ class PhaseAlignmentDataModule(pl.LightningDataModule):
             return
         dry, wet = self._pair()
         check_pair_audio(dry, wet)
-        max_lag = int(round(self.max_delay_ms * self.sample_rate / 1000))
+        max_lag = max_lag_samples(self.max_delay_ms, self.sample_rate)
         self.bulk = self.fixed_bulk or integer_delay(dry[0], wet[0], max_delay_samples=max_lag)
         self.dry, self.wet = dry, wet
         shifted = apply_delay(dry[0], self.bulk.delay_samples, self.bulk.polarity)

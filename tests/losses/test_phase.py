@@ -71,3 +71,15 @@ def test_phase_response_loss_wrapped_and_unwrapped():
 def test_group_delay_loss():
     target = torch.linspace(0, 5, 40, dtype=torch.float64)
     assert float(GroupDelayLoss()(target + 2.0, target)) == pytest.approx(4.0)
+
+
+def test_silence_gives_finite_losses_and_gradients():
+    silent = torch.zeros(2, 1, 4096, dtype=torch.float64)
+    x = _noise(2, 1, 4096, seed=5)
+    for loss in (NCCLoss(), ComplexSTFTLoss(fft_sizes=(512,)), ParallelMixLoss(44100, (512,))):
+        for pred, target in ((silent, x), (x, silent), (silent, silent)):
+            pred = pred.clone().requires_grad_(True)
+            value = loss(pred, target)
+            (grad,) = torch.autograd.grad(value, pred)
+            assert torch.isfinite(value), type(loss).__name__
+            assert torch.isfinite(grad).all(), type(loss).__name__

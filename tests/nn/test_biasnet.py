@@ -116,3 +116,20 @@ def test_bad_configuration_is_named(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         BiasNet(**args)
+
+
+def test_saturated_outputs_give_finite_audio_and_gradients():
+    # Every tanh pinned at +-1: R, |a| and |a_w| at their bounds just below 1, f_c at the ends.
+    net = BiasNet(SR, "warped_stretched", n_second=2, n_first=1, hidden_sizes=(8,))
+    with torch.no_grad():
+        for i, sub in enumerate([*net.second, *net.first]):
+            sub.out.bias.fill_(50.0 if i % 2 else -50.0)
+    x = torch.randn(1, 1, 4000, dtype=torch.float64)
+    y = net.filter(x)
+    assert torch.isfinite(y).all()
+    loss = y.square().mean() + net.phase_response(torch.linspace(20, 20000, 50)).square().mean()
+    loss.backward()
+    for p in net.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+    # Silence in, silence out.
+    assert float(net.filter(torch.zeros(1, 1, 1000, dtype=torch.float64)).abs().max()) == 0.0
