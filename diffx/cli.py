@@ -8,6 +8,9 @@ Subcommands:
                                    files and plots.
     align                          phase-align a dry recording to a processed one with allpass
                                    filters (``diffx align --dry d.wav --wet w.wav --out a.wav``).
+    stylize                        process a recording in the style of a reference with a
+                                   trained style-transfer model (``diffx stylize --input in.wav
+                                   --reference ref.wav --ckpt model.ckpt --out out.wav``).
 
 Every task config names a model (``model.class_path``: a LightningModule in
 :mod:`diffx.tasks`) and a data module (``data.class_path``: :mod:`diffx.data`). The data
@@ -48,13 +51,16 @@ def _usage() -> str:
         f"diffx {__version__}\n\n"
         "usage: diffx {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]\n"
         "       diffx demo [--out DIR] [--seconds S]\n"
-        "       diffx align --dry DRY.wav --wet WET.wav --out ALIGNED.wav [options]\n\n"
+        "       diffx align --dry DRY.wav --wet WET.wav --out ALIGNED.wav [options]\n"
+        "       diffx stylize --input IN.wav --reference REF.wav --ckpt MODEL.ckpt "
+        "--out OUT.wav\n\n"
         "  fit       train a task (add --ckpt_path last to resume)\n"
         "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
         "  test      run the test metrics\n"
         "  predict   process audio with a trained task\n"
         "  demo      run the core effects on the shipped demo audio\n"
-        "  align     phase-align a dry recording to a processed one (allpass filters)\n\n"
+        "  align     phase-align a dry recording to a processed one (allpass filters)\n"
+        "  stylize   process a recording in the style of a reference (trained model)\n\n"
         "`diffx fit --help` lists every option; configs live in configs/<task>/."
     )
 
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from diffx.align import main as align_main
 
         return align_main(argv[1:])
+    if argv[0] == "stylize":
+        from diffx.stylize import main as stylize_main
+
+        return stylize_main(argv[1:])
     if argv[0] not in TRAINING_SUBCOMMANDS:
         print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2

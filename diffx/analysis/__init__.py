@@ -19,6 +19,13 @@ from diffx.analysis.metrics import (
 )
 from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
 from diffx.analysis.plots import plot_aliasing_metrics, plot_spectra, plot_tone_spectrum
+from diffx.analysis.style import (
+    crest_factor_db,
+    parameter_error,
+    rule_based_match,
+    spectral_centroid_hz,
+    style_metrics,
+)
 from diffx.analysis.tones import (
     SineToneDataset,
     ToneSet,
@@ -41,16 +48,21 @@ __all__ = [
     "chebyshev_window",
     "chromatic_test_set",
     "comparison_metrics",
+    "crest_factor_db",
     "fft_downsample",
     "fft_upsample",
     "harmonic_analysis",
     "harmonic_esr",
     "hz_to_midi",
     "midi_to_hz",
+    "parameter_error",
     "plot_aliasing_metrics",
     "plot_spectra",
     "plot_tone_spectrum",
     "random_training_tones",
+    "rule_based_match",
     "self_metrics",
+    "spectral_centroid_hz",
+    "style_metrics",
     "synthesise_harmonics",
 ]

@@ -1,15 +1,19 @@
-"""LightningDataModules and datasets: audio pairs for effect modeling, tones for anti-aliasing."""
+"""LightningDataModules and datasets: audio pairs for effect modeling, tones for anti-aliasing,
+self-supervised style-transfer examples, phase-alignment pairs."""
 
 from diffx.data.alignment import PhaseAlignmentDataModule
 from diffx.data.pairs import AudioPairDataModule, SegmentDataset
 from diffx.data.sources import GUITAR_AND_BASS, expand_sources, load_sources, normalize_peak
+from diffx.data.style import CropPairs, StyleTransferDataModule
 from diffx.data.tones import ToneDataModule
 
 __all__ = [
     "GUITAR_AND_BASS",
     "AudioPairDataModule",
     "PhaseAlignmentDataModule",
+    "CropPairs",
     "SegmentDataset",
+    "StyleTransferDataModule",
     "ToneDataModule",
     "expand_sources",
     "load_sources",

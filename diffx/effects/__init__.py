@@ -1,6 +1,7 @@
 """Effects as nn.Modules: normalized [0, 1] parameters in, audio out."""
 
 from diffx.effects.base import Effect, EffectChain, ParamSpec, check_normalized
+from diffx.effects.blackbox import PedalboardCompressor, PedalboardEffect, PedalboardParametricEQ
 from diffx.effects.circuits import DiodeClipper
 from diffx.effects.processors import (
     AllpassCascade,
@@ -11,8 +12,14 @@ from diffx.effects.processors import (
     NoiseReverb,
     ParametricEQ,
 )
+from diffx.effects.proxy import NeuralProxy, ProxyChain, load_proxy, save_proxy
+from diffx.effects.spsa import SPSAChain
 
 __all__ = [
+    "NeuralProxy",
+    "ProxyChain",
+    "load_proxy",
+    "save_proxy",
     "DiodeClipper",
     "AllpassCascade",
     "Compressor",
@@ -24,5 +31,9 @@ __all__ = [
     "NoiseReverb",
     "ParamSpec",
     "ParametricEQ",
+    "PedalboardCompressor",
+    "PedalboardEffect",
+    "PedalboardParametricEQ",
+    "SPSAChain",
     "check_normalized",
 ]

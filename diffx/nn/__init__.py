@@ -5,11 +5,17 @@ higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNe
 from diffx.nn.biasnet import BiasNet, SineMLP
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
+from diffx.nn.style import Controller, SpectralEncoder, TCNEncoder
+from diffx.nn.tcn import TCN
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 
 __all__ = [
     "BiasNet",
+    "Controller",
     "SineMLP",
+    "SpectralEncoder",
+    "TCN",
+    "TCNEncoder",
     "UNIT_TYPES",
     "DelayLineRNN",
     "LSTMAmp",

@@ -4,5 +4,14 @@ from diffx.tasks.antialias import AntiAliasFineTuning
 from diffx.tasks.base import AudioTask
 from diffx.tasks.effect_modeling import EffectModeling
 from diffx.tasks.phase_alignment import PhaseAlignment
+from diffx.tasks.proxy_training import ProxyTraining
+from diffx.tasks.style_transfer import StyleTransfer
 
-__all__ = ["AntiAliasFineTuning", "AudioTask", "EffectModeling", "PhaseAlignment"]
+__all__ = [
+    "AntiAliasFineTuning",
+    "AudioTask",
+    "EffectModeling",
+    "PhaseAlignment",
+    "ProxyTraining",
+    "StyleTransfer",
+]

@@ -91,30 +91,38 @@ class AudioTask(pl.LightningModule):
         print(f"exported {what} to {path}")
         return path
 
-    def export_best(self, attribute: str, stem: str | None) -> Path | None:
-        """Export ``self.<attribute>`` with the weights that scored best on validation.
+    def best_copy(self, attribute: str) -> tuple[nn.Module, str]:
+        """A copy of ``self.<attribute>`` with the weights that scored best on validation.
 
         "Best" is the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric
-        (as the NAM trainer exports its best model); without one, the final weights. Call it
-        on every process (see :meth:`export_model`).
+        (as the NAM trainer exports its best model); without one, the final weights.
+
+        Returns:
+            ``(module, what)``: the copy and a description for messages.
         """
-        if stem is None:
-            return None
         model = copy.deepcopy(getattr(self, attribute))
         best = ""
         for callback in self.trainer.checkpoint_callbacks if self._trainer is not None else []:
             if getattr(callback, "monitor", None) and getattr(callback, "best_model_path", ""):
                 best = callback.best_model_path
                 break
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            prefix = f"{attribute}."
-            model.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
-            what = f"the best model on validation ({Path(best).name})"
-        else:
-            what = "the final model"
+        if not best:
+            return model, "the final model"
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        prefix = f"{attribute}."
+        model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
+        return model, f"the best model on validation ({Path(best).name})"
+
+    def export_best(self, attribute: str, stem: str | None) -> Path | None:
+        """Export ``self.<attribute>`` with its best weights (:meth:`best_copy`).
+
+        Call it on every process (see :meth:`export_model`).
+        """
+        if stem is None:
+            return None
+        model, what = self.best_copy(attribute)
         return self.export_model(model, stem, what)
 
     def run_dir(self) -> Path | None:
@@ -123,6 +131,22 @@ class AudioTask(pl.LightningModule):
         if self._trainer is None or self.trainer.log_dir is None:
             return None
         return Path(self.trainer.log_dir)
+
+
+def check_loss_weights(losses: dict[str, float], known: tuple[str, ...]) -> dict[str, float]:
+    """Validate a YAML ``{loss name: weight}`` mapping against the ``known`` names.
+
+    Raises:
+        ValueError: an unknown name (listing the known ones), no entry, or a weight that is
+            negative or not finite.
+    """
+    losses = dict(losses)
+    unknown = sorted(set(losses) - set(known))
+    if unknown:
+        raise ValueError(f"unknown loss(es) {unknown}; choose from {known}")
+    if not losses or any(not (0 <= w < float("inf")) for w in losses.values()):
+        raise ValueError(f"losses needs at least one entry, all weights finite and >= 0: {losses}")
+    return {name: float(w) for name, w in losses.items()}
 
 
 def model_suffix(model: nn.Module) -> str:

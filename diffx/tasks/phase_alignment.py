@@ -54,7 +54,7 @@ from diffx.losses.phase import (
     PhaseResponseLoss,
 )
 from diffx.nn.biasnet import BiasNet
-from diffx.tasks.base import AudioTask
+from diffx.tasks.base import AudioTask, check_loss_weights
 
 FREQUENCY_LOSSES = ("phase", "group_delay")
 TIME_LOSSES = ("esr", "l1", "ncc", "complex_stft", "parallel_mix")
@@ -131,12 +131,7 @@ class PhaseAlignment(AudioTask):
                 f"cascade.sample_rate={self.cascade.sample_rate} but the task runs at "
                 f"{self.sample_rate} Hz"
             )
-        self.losses = dict({"phase": 1.0} if losses is None else losses)
-        unknown = sorted(set(self.losses) - set(LOSSES))
-        if unknown:
-            raise ValueError(f"unknown loss(es) {unknown}; choose from {LOSSES}")
-        if not self.losses or any(not (w >= 0) for w in self.losses.values()):
-            raise ValueError(f"losses needs at least one entry, all weights >= 0: {self.losses}")
+        self.losses = check_loss_weights({"phase": 1.0} if losses is None else losses, LOSSES)
         for name, value in (("learning_rate", learning_rate),
                             ("delay_learning_rate", delay_learning_rate)):  # fmt: skip
             if not value >= 0 or not math.isfinite(value):

@@ -1,0 +1,176 @@
+"""``diffx stylize``: process a recording in the style of a reference with a trained model.
+
+    diffx stylize --input in.wav --reference ref.wav --ckpt model.ckpt --out out.wav
+
+loads a :class:`diffx.tasks.StyleTransfer` checkpoint (its model is rebuilt from the
+``config.yaml`` that ``diffx fit`` saved beside the checkpoints, or from ``--config``),
+predicts the effect parameters from the input and the reference, prints them in physical
+units, and writes the processed input.
+
+Audio handling: both files are read at the model's sample rate (resampled when they differ)
+and the output is written at the input's own rate and channel count. Every channel of the
+input gets the same parameters (the encoder hears the channels' average). The output is
+written as 32-bit float when it exceeds full scale (a compressor's make-up gain can push it
+there), with a warning, so nothing is clipped. A silent reference is refused: it has no
+style; a silent input is processed (the output is silent too) with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONFIG_NAME = "config.yaml"
+
+
+def find_config(ckpt: Path) -> Path:
+    """The ``config.yaml`` that ``diffx fit`` saved beside ``ckpt`` (or one folder up)."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (folder / CONFIG_NAME).is_file():
+            return folder / CONFIG_NAME
+    raise ValueError(
+        f"no {CONFIG_NAME} beside checkpoint {str(ckpt)!r} or in its parent folder; pass the "
+        "training config with --config"
+    )
+
+
+def load_style_model(ckpt: str | Path, config: str | Path | None = None):
+    """Rebuild a trained :class:`~diffx.tasks.StyleTransfer` from a checkpoint, in eval mode.
+
+    Raises:
+        ValueError: the checkpoint or config is missing or unreadable, or the config's model
+            is not a style-transfer model.
+    """
+    from diffx.cli import _build_cli
+    from diffx.tasks import StyleTransfer
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint {str(ckpt)!r} does not exist")
+    config = Path(config) if config is not None else find_config(ckpt)
+    if not config.is_file():
+        raise ValueError(f"config {str(config)!r} does not exist")
+    import tempfile
+
+    import yaml
+
+    try:
+        spec = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read config {str(config)!r}: {error}") from error
+    if not isinstance(spec, dict) or "model" not in spec:
+        raise ValueError(f"{str(config)!r} is not a diffx training config (no model section)")
+    # A config saved by `diffx fit` also holds the subcommand's own keys (ckpt_path, ...).
+    spec = {k: v for k, v in spec.items() if k in ("model", "data", "trainer", "seed_everything")}
+    with tempfile.TemporaryDirectory() as folder:
+        clean = Path(folder) / CONFIG_NAME
+        clean.write_text(yaml.safe_dump(spec))
+        # The training config builds the same modules; the logger and callbacks are not needed.
+        cli = _build_cli(
+            ["--config", str(clean), "--trainer.logger=false", "--trainer.callbacks=null"],
+            run=False,
+        )
+    model = cli.model
+    if not isinstance(model, StyleTransfer):
+        raise ValueError(
+            f"{str(config)!r} configures {type(model).__name__}, not a StyleTransfer model"
+        )
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as error:  # noqa: BLE001 - report any unreadable checkpoint by name
+        raise ValueError(f"cannot read checkpoint {str(ckpt)!r}: {error}") from error
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def format_parameters(parameters: list[tuple[str, float, str]]) -> str:
+    """A table of ``effect.param  value unit`` lines from ``(name, value, unit)`` triples."""
+    width = max(len(name) for name, _, _ in parameters)
+    return "\n".join(
+        f"  {name:<{width}}  {value:10.4g}{' ' + unit if unit else ''}"
+        for name, value, unit in parameters
+    )
+
+
+def stylize(
+    input_path: str | Path,
+    reference_path: str | Path,
+    ckpt: str | Path,
+    out_path: str | Path,
+    config: str | Path | None = None,
+) -> list[tuple[str, float, str]]:
+    """Process ``input_path`` like ``reference_path``; write ``out_path``.
+
+    Returns:
+        ``(name, physical value, unit)`` of every parameter used, in chain order.
+    """
+    from scipy.signal import resample_poly
+
+    from diffx.io.audio import load_audio, save_audio
+
+    model = load_style_model(ckpt, config)
+    rate = model.sample_rate
+    _, input_rate = load_audio(input_path, mono=True)  # raises naming the file if unreadable
+    x, _ = load_audio(input_path, sample_rate=rate)
+    reference, _ = load_audio(reference_path, sample_rate=rate, mono=True)
+    if not bool(reference.abs().max() > 0):
+        raise ValueError(f"reference {str(reference_path)!r} is silent: it has no style to match")
+    if not bool(x.abs().max() > 0):
+        warnings.warn(f"input {str(input_path)!r} is silent; the output will be too", stacklevel=2)
+    with torch.no_grad():
+        params = model.predict_parameters(x[None], reference[None])
+        # Each channel is processed with the same parameters.
+        channels = x.shape[0]
+        y = model.chain(x[:, None, :], params.expand(channels, -1))[:, 0, :]
+    physical = model.physical_parameters(params)
+    chain = model.chain
+    parameters = [
+        (name, float(physical[name][0]), spec.unit)
+        for name, spec in zip(chain.param_names, chain.param_specs)
+    ]
+    out = y.double().numpy()
+    if input_rate != rate:
+        g = math.gcd(input_rate, rate)
+        out = resample_poly(out, input_rate // g, rate // g, axis=-1)
+    subtype = None
+    peak = float(np.abs(out).max())
+    if peak > 1.0:
+        warnings.warn(
+            f"output peaks at {20 * math.log10(peak):+.1f} dBFS; writing 32-bit float so "
+            "nothing is clipped",
+            stacklevel=2,
+        )
+        subtype = "FLOAT"
+    save_audio(out_path, out, input_rate, subtype=subtype)
+    return parameters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="diffx stylize",
+        description="process a recording in the style of a reference with a trained "
+        "style-transfer model",
+    )
+    parser.add_argument("--input", required=True, help="audio file to process")
+    parser.add_argument("--reference", required=True, help="audio file whose style to match")
+    parser.add_argument("--ckpt", required=True, help="StyleTransfer checkpoint (.ckpt)")
+    parser.add_argument("--out", required=True, help="output audio file (.wav, .flac)")
+    parser.add_argument(
+        "--config", default=None, help=f"training config (default: the {CONFIG_NAME} beside --ckpt)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        parameters = stylize(args.input, args.reference, args.ckpt, args.out, args.config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"diffx stylize: {error}", file=sys.stderr)
+        return 2
+    print("estimated parameters:")
+    print(format_parameters(parameters))
+    print(f"wrote {args.out}")
+    return 0

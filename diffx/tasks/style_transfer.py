@@ -1,0 +1,332 @@
+"""Audio-effect style transfer (Steinmetz et al., "Style Transfer of Audio Effects with
+Differentiable Signal Processing", JAES 2022; DeepAFx-ST).
+
+One encoder embeds the input and the reference; a controller MLP maps the two embeddings to
+normalized parameters of an effect chain (default: 6-band parametric EQ + compressor), and
+the chain processes the input. The output should sound like the input processed the way the
+reference was (``target``, from :class:`diffx.data.StyleTransferDataModule`).
+
+Gradients reach the controller by one of three methods (``gradient``):
+
+* ``"autodiff"``: back-propagation through diffx's own differentiable effects;
+* ``"spsa"``: simultaneous perturbation stochastic approximation around the whole chain as a
+  black box (:class:`diffx.effects.SPSAChain`), so any effect works: pedalboard's, a VST3
+  plug-in loaded by :class:`diffx.effects.PedalboardEffect`. The perturbation ``spsa_epsilon``
+  halves after ``spsa_patience`` validations without improvement (DeepAFx-ST);
+* ``"proxy"``: frozen neural proxies (:class:`diffx.effects.NeuralProxy`, trained by
+  :class:`diffx.tasks.ProxyTraining`) stand in for the effects (:class:`diffx.effects.ProxyChain`).
+
+Losses, by name, each with a weight in ``losses``: ``l1`` (mean absolute error), ``mrstft``
+(auraloss multi-resolution STFT), ``mel_stft``, ``esr``, ``loudness`` (BS.1770 loudness
+difference, LU). DeepAFx-ST trains on ``mrstft`` + 100 x ``l1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from diffx._validation import check_integer, check_sample_rate
+from diffx.analysis.style import parameter_error, style_metrics
+from diffx.data.sources import check_effect_rate
+from diffx.effects.base import EffectChain
+from diffx.effects.proxy import PROXY_MODES, ProxyChain
+from diffx.effects.spsa import SPSAChain
+from diffx.losses import ESRLoss, LoudnessLoss, MelSTFTLoss, MultiResolutionSTFTLoss
+from diffx.nn import Controller, SpectralEncoder
+from diffx.tasks.base import AudioTask, check_loss_weights
+
+GRADIENTS = ("autodiff", "spsa", "proxy")
+LOSSES = ("l1", "mrstft", "mel_stft", "esr", "loudness")
+DEFAULT_LOSSES = {"mrstft": 1.0, "l1": 100.0}
+"""DeepAFx-ST's training loss: MR-STFT + 100 x L1 (shared ANCHORS.md)."""
+
+METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db")
+
+
+def default_chain(sample_rate: int) -> EffectChain:
+    """The 6-band parametric EQ + compressor of DeepAFx-ST, as diffx effects."""
+    from diffx.data.style import default_chain as chain
+
+    return chain(sample_rate)
+
+
+def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+class StyleTransfer(AudioTask):
+    """Predict effect parameters from a reference and apply them to an input.
+
+    Args:
+        chain: the effects the model controls (``EffectChain``; default
+            :func:`default_chain`). Its sample rate must equal ``sample_rate``.
+        encoder: embeds ``(batch, 1, samples)`` audio to ``(batch, embed_dim)``; must have an
+            ``embed_dim`` attribute (default :class:`diffx.nn.SpectralEncoder`).
+        gradient: ``"autodiff"``, ``"spsa"`` or ``"proxy"`` (module docs).
+        sample_rate: Hz; linked from the data module by the CLI.
+        controller_hidden, controller_layers: the controller MLP (DeepAFx-ST: 256, 3).
+        learning_rate: Adam step size (DeepAFx-ST: 1e-4; 1e-5 with SPSA).
+        losses: ``{name: weight}`` from :data:`LOSSES` (default :data:`DEFAULT_LOSSES`).
+        spsa_epsilon: SPSA perturbation size in normalized units (DeepAFx-ST: 0.0005).
+        spsa_perturbations: SPSA estimates averaged per item and step.
+        spsa_workers: threads running the black box per item (pedalboard frees the GIL).
+        spsa_patience: validations without a better ``val/loss`` before epsilon halves.
+        proxies: with ``gradient: proxy``, one entry per effect of ``chain``: a proxy file from
+            :class:`ProxyTraining`, or ``null`` to keep that (differentiable) effect.
+        proxy_mode: ``"proxy"`` or ``"straight_through"`` (see :mod:`diffx.effects.proxy`).
+    """
+
+    def __init__(
+        self,
+        chain: EffectChain | None = None,
+        encoder: nn.Module | None = None,
+        gradient: str = "autodiff",
+        sample_rate: int = 24000,
+        controller_hidden: int = 256,
+        controller_layers: int = 3,
+        learning_rate: float = 1e-4,
+        losses: dict[str, float] | None = None,
+        spsa_epsilon: float = 5e-4,
+        spsa_perturbations: int = 1,
+        spsa_workers: int = 0,
+        spsa_patience: int = 10,
+        proxies: list[str | None] | None = None,
+        proxy_mode: str = "proxy",
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["chain", "encoder"])
+        self.sample_rate = int(check_sample_rate(sample_rate))
+        chain = chain if chain is not None else default_chain(self.sample_rate)
+        if not isinstance(chain, EffectChain):
+            raise ValueError(f"chain must be an EffectChain, got {type(chain).__name__}")
+        check_effect_rate(chain, self.sample_rate, "chain")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        self.gradient = gradient
+        self.chain = chain
+        self.processor = self._make_processor(
+            chain, gradient, spsa_epsilon, spsa_perturbations, spsa_workers, proxies, proxy_mode
+        )
+        self.encoder = encoder if encoder is not None else SpectralEncoder(self.sample_rate)
+        embed_dim = getattr(self.encoder, "embed_dim", None)
+        if not isinstance(embed_dim, int):
+            raise ValueError(
+                f"encoder {type(self.encoder).__name__} must have an integer embed_dim attribute"
+            )
+        self.controller = Controller(
+            embed_dim, chain.parameter_size(), hidden=controller_hidden, n_layers=controller_layers
+        )
+        if not (learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+        self.learning_rate = float(learning_rate)
+        self.losses = check_loss_weights(DEFAULT_LOSSES if losses is None else losses, LOSSES)
+        self.loss_modules = nn.ModuleDict()
+        if "mrstft" in self.losses:
+            self.loss_modules["mrstft"] = MultiResolutionSTFTLoss()
+        if "mel_stft" in self.losses:
+            self.loss_modules["mel_stft"] = MelSTFTLoss(sample_rate=self.sample_rate)
+        if "esr" in self.losses:
+            self.loss_modules["esr"] = ESRLoss()
+        if "loudness" in self.losses:
+            self.loss_modules["loudness"] = LoudnessLoss(self.sample_rate)
+        self.spsa_patience = check_integer(spsa_patience, "spsa_patience", 1)
+        self._spsa_best, self._spsa_stale = math.inf, 0
+        self._example: dict[str, torch.Tensor] | None = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    @staticmethod
+    def _make_processor(chain, gradient, epsilon, perturbations, workers, proxies, mode):
+        if gradient == "autodiff":
+            blocked = [n for n, e in zip(chain.names, chain.effects)
+                       if not getattr(e, "differentiable", True)]  # fmt: skip
+            if blocked:
+                raise ValueError(
+                    f"effects {blocked} have no gradient; train with gradient: spsa or proxy"
+                )
+            if proxies is not None:
+                raise ValueError("proxies are used only with gradient: proxy")
+            return chain
+        if gradient == "spsa":
+            if proxies is not None:
+                raise ValueError("proxies are used only with gradient: proxy")
+            return SPSAChain(
+                chain, epsilon=epsilon, n_perturbations=perturbations, num_workers=workers
+            )
+        if proxies is None:
+            raise ValueError(
+                "gradient: proxy needs proxies: one proxy file (or null) per effect of the chain"
+            )
+        if mode not in PROXY_MODES:
+            raise ValueError(f"proxy_mode must be one of {PROXY_MODES}, got {mode!r}")
+        return ProxyChain(chain, list(proxies), mode=mode)
+
+    # ------------------------------------------------------------------ model
+    def predict_parameters(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Normalized chain parameters ``(batch, n_params)`` for input and reference audio.
+
+        Both are ``(batch, channels, samples)``; channels are averaged for the encoder, and
+        the two may differ in length.
+        """
+        e_x = self.encoder(x.mean(dim=1, keepdim=True))
+        e_r = self.encoder(reference.mean(dim=1, keepdim=True))
+        return self.controller(e_x, e_r)
+
+    def forward(
+        self, x: torch.Tensor, reference: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Process ``x`` in the style of ``reference``: returns ``(output, params)``."""
+        params = self.predict_parameters(x, reference)
+        return self.processor(x, params), params
+
+    def physical_parameters(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"effect.param": (batch,) physical value}`` for normalized ``params``."""
+        return self.chain.denormalize(params)
+
+    # ------------------------------------------------------------------ losses
+    def loss_terms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {}
+        for name in self.losses:
+            terms[name] = (
+                _l1(pred, target) if name == "l1" else self.loss_modules[name](pred, target)
+            )
+        return terms
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        terms = self.loss_terms(pred, target)
+        return sum(self.losses[name] * value for name, value in terms.items())
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.learning_rate)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred, _ = self(batch["input"], batch["reference"])
+        terms = self.loss_terms(pred, batch["target"])
+        loss = sum(self.losses[name] * value for name, value in terms.items())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {float(loss)} at step {self.global_step} "
+                f"(terms: { {k: float(v) for k, v in terms.items()} })"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=pred.shape[0])
+        if self.gradient == "spsa":
+            self.log("train/spsa_epsilon", self.processor.epsilon, batch_size=pred.shape[0])
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def true_parameters(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The reference's parameters in this model's normalization, when comparable.
+
+        The data module's chain may have other ranges than the model's: its physical values are
+        normalized with the model's specs (clipped to [0, 1]). ``None`` when the data module
+        has no chain with the same parameter names.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        data_chain = getattr(datamodule, "chain", None)
+        if data_chain is None or data_chain.param_names != self.chain.param_names:
+            return None
+        physical = data_chain.denormalize(batch["params"].to(torch.float64).clamp(0, 1))
+        columns = [spec.normalize(physical[name]) for name, spec
+                   in zip(self.chain.param_names, self.chain.param_specs)]  # fmt: skip
+        return torch.stack(columns, dim=1).clamp(0, 1)
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-item metrics of the model and of no processing, ``{name: (batch,)}``."""
+        pred, params = self(batch["input"], batch["reference"])
+        target = batch["target"]
+        metrics = {"loss": self.loss(pred, target).expand(pred.shape[0])}
+        for name, value in style_metrics(pred, target, self.sample_rate).items():
+            metrics[name] = value
+        for name, value in style_metrics(batch["input"], target, self.sample_rate).items():
+            metrics[f"input_{name}"] = value
+        truth = self.true_parameters(batch)
+        if truth is not None:
+            metrics["param_error"] = parameter_error(params.double(), truth)
+        if self._example is None:
+            self._example = {
+                "input": batch["input"][0, 0],
+                "reference": batch["reference"][0, 0],
+                "target": target[0, 0],
+                "output": pred[0, 0],
+            }
+        return metrics
+
+    def _accumulate(self, batch: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            metrics = self.evaluate(batch)
+        for name, value in metrics.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value.double().sum())
+        self._count += batch["input"].shape[0]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch["input"], batch["reference"])[0]
+
+    def on_validation_epoch_start(self) -> None:
+        self._example, self._sums, self._count = None, {}, 0
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _log_means(self, stage: str) -> dict[str, float]:
+        means = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        for name, value in means.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss")
+        return means
+
+    def on_test_epoch_end(self) -> None:
+        self._log_means("test")
+
+    def on_validation_epoch_end(self) -> None:
+        means = self._log_means("val")
+        if self.trainer.sanity_checking or not means:
+            return
+        if self.gradient == "spsa":
+            self._spsa_schedule(means["loss"])
+        if self._example is not None:
+            from diffx.analysis.plots import plot_spectra
+
+            for name, audio in self._example.items():
+                self.log_audio(f"audio/{name}", audio)
+            self.log_figure(
+                "spectra/validation",
+                plot_spectra(
+                    {k: self._example[k] for k in ("input", "target", "output")},
+                    self.sample_rate,
+                    n_fft=min(4096, self._example["input"].shape[-1]),
+                ),
+            )
+
+    def _spsa_schedule(self, val_loss: float) -> None:
+        """Halve the SPSA epsilon after ``spsa_patience`` validations without improvement."""
+        if val_loss < self._spsa_best:
+            self._spsa_best, self._spsa_stale = val_loss, 0
+            return
+        self._spsa_stale += 1
+        if self._spsa_stale >= self.spsa_patience:
+            self.processor.epsilon = self.processor.epsilon / 2
+            self._spsa_stale = 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.gradient == "spsa":
+            checkpoint["spsa"] = {
+                "epsilon": self.processor.epsilon,
+                "best": self._spsa_best,
+                "stale": self._spsa_stale,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("spsa")
+        if state is not None and self.gradient == "spsa":
+            self.processor.epsilon = state["epsilon"]
+            self._spsa_best, self._spsa_stale = state["best"], state["stale"]

@@ -1,0 +1,231 @@
+"""Style-transfer encoders and controller: front end against NumPy, batch independence,
+any length, silence and full scale, the controller's map, and named input errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from diffx.nn import Controller, SpectralEncoder, TCNEncoder
+from diffx.nn.style import MAGNITUDE_EPS, STD_EPS
+
+SR = 24000
+
+
+def spectral(**kwargs) -> SpectralEncoder:
+    torch.manual_seed(0)
+    args = dict(sample_rate=SR, n_fft=256, hop_length=64, channels=(4, 8, 8), embed_dim=16)
+    args.update(kwargs)
+    return SpectralEncoder(**args)
+
+
+def waveform(**kwargs) -> TCNEncoder:
+    torch.manual_seed(0)
+    args = dict(embed_dim=16, n_blocks=3, channels=6, kernel_size=5, dilation_growth=3)
+    args.update(kwargs)
+    return TCNEncoder(**args)
+
+
+ENCODERS = {"spectral": spectral, "tcn": waveform}
+
+
+def test_spectrogram_matches_numpy_frames():
+    encoder = spectral()
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 1000, dtype=torch.float64)
+    spec = encoder.double().spectrogram(x)
+    n_frames = 1 + (1000 - 256) // 64
+    assert spec.shape == (2, 1, 129, n_frames)
+    window = scipy.signal.get_window("hann", 256)  # periodic, as for spectral analysis
+    for b in range(2):
+        frames = np.stack([x[b, 0, i * 64 : i * 64 + 256].numpy() for i in range(n_frames)])
+        power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2  # (frames, bins)
+        expected = (power + MAGNITUDE_EPS) ** 0.15
+        np.testing.assert_allclose(spec[b, 0].numpy(), expected.T, rtol=1e-10)
+
+
+def test_spectrogram_of_a_full_scale_sine_is_n_fft_over_4_to_the_0_3():
+    # A sine on bin 32 of a 256-point periodic Hann frame: |X| = A * sum(w) / 2 = 256 / 4.
+    encoder = spectral()
+    t = torch.arange(2048, dtype=torch.float64)
+    x = torch.sin(2 * math.pi * 32 * t / 256).view(1, 1, -1)
+    spec = encoder.double().spectrogram(x)[0, 0]
+    torch.testing.assert_close(spec[32], torch.full_like(spec[32], 64.0**0.3), rtol=1e-9, atol=0)
+    # Silence sits at the documented floor.
+    floor = encoder.spectrogram(torch.zeros(1, 1, 256, dtype=torch.float64))
+    torch.testing.assert_close(floor, torch.full_like(floor, MAGNITUDE_EPS**0.15))
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+def test_each_item_alone_equals_the_batch(kind):
+    encoder = ENCODERS[kind]().eval()
+    torch.manual_seed(2)
+    x = torch.randn(4, 1, 3000) * torch.tensor([0.01, 0.1, 0.5, 1.0]).view(4, 1, 1)
+    with torch.no_grad():
+        batched = encoder(x)
+        for b in range(4):
+            torch.testing.assert_close(encoder(x[b : b + 1]), batched[b : b + 1])
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+@pytest.mark.parametrize("T", [256, 257, 1000, 4801])
+def test_any_length_gives_one_finite_embedding(kind, T):
+    encoder = ENCODERS[kind]()
+    y = encoder(torch.randn(2, 1, T))
+    assert y.shape == (2, 16) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("signal", ["silence", "full_scale"])
+def test_silence_and_full_scale_give_finite_embeddings_and_gradients(kind, train, signal):
+    encoder = ENCODERS[kind]().train(train)
+    if signal == "silence":
+        x = torch.zeros(2, 1, 2000)
+    else:  # a full-scale square wave: every sample at +-1
+        x = torch.sign(torch.sin(torch.arange(2000) * 0.05)).expand(2, 1, -1).contiguous()
+    x.requires_grad_(True)
+    y = encoder(x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(x.grad).all()
+    for name, p in encoder.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+def test_spectral_front_end_gradient_at_silence_is_finite_and_zero():
+    # d/dx (|X|^2 + eps)^0.15 = 0.15 (|X|^2 + eps)^-0.85 * d|X|^2/dx, and d|X|^2/dx = 0 at x = 0.
+    encoder = spectral()
+    x = torch.zeros(1, 1, 512, requires_grad=True)
+    encoder.spectrogram(x).sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+def test_embedding_depends_on_level(kind):
+    # The normalization must not discard the level: a controller sets gains from it.
+    encoder = ENCODERS[kind]().eval()
+    x = torch.randn(1, 1, 3000) * 0.5
+    with torch.no_grad():
+        loud, quiet = encoder(x), encoder(0.1 * x)
+    assert float((loud - quiet).abs().max()) > 1e-3
+
+
+def test_tcn_encoder_pools_mean_and_std_of_its_features():
+    encoder = waveform(stride=3).double()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 1, 1000, dtype=torch.float64)
+    h = encoder.features(x)
+    assert h.shape == (2, 6, math.ceil(1000 / 3**3))
+    hn = h.detach().numpy()
+    pooled = np.concatenate([hn.mean(-1), np.sqrt(hn.var(-1) + STD_EPS)], axis=-1)
+    w, b = encoder.proj.weight.detach().numpy(), encoder.proj.bias.detach().numpy()
+    np.testing.assert_allclose(encoder(x).detach().numpy(), pooled @ w.T + b, rtol=1e-10)
+    # One frame of the last block reads 1 + sum_i (k - 1) growth^i stride^i input samples.
+    assert encoder.receptive_field == 1 + sum(4 * 3**i * 3**i for i in range(3))
+
+
+def test_default_sizes():
+    assert SpectralEncoder(SR)(torch.randn(1, 1, 1024)).shape == (1, 128)
+    assert TCNEncoder()(torch.randn(1, 1, 1024)).shape == (1, 128)
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2, 1000), r"x must be shaped \(batch, channels, samples\)"),
+        ((2, 2, 1000), r"x must be shaped \(batch, 1, samples\)"),
+        ((2, 1, 1, 1000), r"x must be shaped \(batch, 1, samples\)"),
+        ((2, 1, 255), "x must have at least 256 samples, got 255"),
+    ],
+)
+def test_bad_audio_is_named(kind, shape, message):
+    encoder = spectral() if kind == "spectral" else waveform(min_samples=256)
+    with pytest.raises(ValueError, match=message):
+        encoder(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_audio_is_named(kind, value):
+    x = torch.randn(2, 1, 1000)
+    x[1, 0, 500] = value
+    with pytest.raises(ValueError, match="x contains"):
+        ENCODERS[kind]()(x)
+
+
+def test_controller_is_the_papers_mlp_with_a_sigmoid():
+    torch.manual_seed(0)
+    controller = Controller(embed_dim=8, n_params=5, hidden=12, n_layers=3).double()
+    linears = [m for m in controller.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(16, 12), (12, 12), (12, 5)]
+    a, r = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
+    h = np.concatenate([a.numpy(), r.numpy()], axis=-1)
+    for i, m in enumerate(linears):
+        if i:
+            h = np.where(h >= 0, h, 0.01 * h)  # LeakyReLU(0.01)
+        h = h @ m.weight.detach().numpy().T + m.bias.detach().numpy()
+    expected = 1 / (1 + np.exp(-h))
+    out = controller(a, r)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
+    assert out.shape == (4, 5) and bool(((out > 0) & (out < 1)).all())
+    # The order of the embeddings matters: input first, reference second.
+    assert not torch.allclose(controller(r, a), out)
+
+
+def test_controller_defaults_and_single_layer():
+    out = Controller(128, 18)(torch.randn(3, 128), torch.randn(3, 128))
+    assert out.shape == (3, 18) and bool(((out > 0) & (out < 1)).all())
+    single = Controller(4, 2, n_layers=1)
+    assert [type(m) for m in single.mlp] == [torch.nn.Linear]
+
+
+@pytest.mark.parametrize(
+    "a_shape, r_shape, message",
+    [
+        ((3, 7), (3, 8), r"input_embedding must be shaped \(batch, embed_dim=8\)"),
+        ((3, 8), (3, 8, 1), r"reference_embedding must be shaped \(batch, embed_dim=8\)"),
+        ((3, 8), (2, 8), "must have the same batch size, got 3 and 2"),
+    ],
+)
+def test_controller_bad_embeddings_are_named(a_shape, r_shape, message):
+    with pytest.raises(ValueError, match=message):
+        Controller(8, 3)(torch.randn(*a_shape), torch.randn(*r_shape))
+
+
+def test_controller_non_finite_embedding_is_named():
+    r = torch.randn(2, 8)
+    r[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="reference_embedding contains 1 NaN"):
+        Controller(8, 3)(torch.randn(2, 8), r)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SpectralEncoder(0), "sample_rate must be a positive"),
+        (lambda: SpectralEncoder(SR, channels=()), "channels must name at least one"),
+        (lambda: TCNEncoder(stride=0), "stride must be an integer >= 1"),
+        (lambda: Controller(8, 0), "n_params must be an integer >= 1"),
+    ],
+)
+def test_bad_configuration_is_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("kind", ENCODERS)
+def test_gradients_match_finite_differences(kind):
+    encoder = ENCODERS[kind](embed_dim=3).double().eval()
+    with torch.no_grad():  # move off the zero biases of initialization
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(1, 1, 300, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(encoder, (x,))
