@@ -43,6 +43,14 @@ def find_config(ckpt: Path) -> Path:
 def load_style_model(ckpt: str | Path, config: str | Path | None = None):
     """Rebuild a trained :class:`~diffx.tasks.StyleTransfer` from a checkpoint, in eval mode.
 
+    Raises: see :func:`load_style_run`.
+    """
+    return load_style_run(ckpt, config)[0]
+
+
+def load_style_run(ckpt: str | Path, config: str | Path | None = None):
+    """The trained model (eval mode) and its data module (not set up) from a checkpoint.
+
     Raises:
         ValueError: the checkpoint or config is missing or unreadable, or the config's model
             is not a style-transfer model.
@@ -86,7 +94,7 @@ def load_style_model(ckpt: str | Path, config: str | Path | None = None):
     except Exception as error:  # noqa: BLE001 - report any unreadable checkpoint by name
         raise ValueError(f"cannot read checkpoint {str(ckpt)!r}: {error}") from error
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), cli.datamodule
 
 
 def format_parameters(parameters: list[tuple[str, float, str]]) -> str:

@@ -35,6 +35,9 @@ MAGNITUDE_POWER = 0.3
 #: compressed value at 10^-1.5 ~= 0.032.
 MAGNITUDE_EPS = 1e-10
 
+COMPRESSIONS = ("power", "log")
+"""Magnitude compressions of :class:`SpectralEncoder`'s front end."""
+
 #: Added to the variance before the square root in :class:`TCNEncoder`'s standard-deviation
 #: pooling, whose derivative is infinite at zero variance (e.g. silence, where every frame of a
 #: channel holds the same bias-driven value).
@@ -61,7 +64,13 @@ class SpectralEncoder(nn.Module):
     centering or padding (frames ``1 + (T - n_fft) // hop_length``; a trailing partial frame is
     dropped), compressed to ``(|X|^2 + MAGNITUDE_EPS)^0.15`` (about ``|X|^0.3``). Then, per entry
     of ``channels``, a block ``Conv2d(3x3, stride 2 in frequency and time, padding 1) ->
-    BatchNorm2d -> ReLU``; mean over frequency and time; ``Linear`` to ``embed_dim``.
+    BatchNorm2d -> ReLU``; the mean and standard deviation over time of every (channel,
+    frequency) feature, flattened; ``Linear`` to ``embed_dim``.
+
+    Pooling over time only keeps *where* in frequency the energy lies (the spectral envelope an
+    EQ changes: a mean over frequency too would leave only what a 3x3 stack's small frequency
+    receptive field sees), and the standard deviation over time keeps how the level moves (what
+    a compressor changes).
 
     BatchNorm (rather than a per-item GroupNorm) keeps the absolute level of the spectrum in the
     features, which a controller needs to set gains; in eval mode it is a per-channel affine map
@@ -75,6 +84,9 @@ class SpectralEncoder(nn.Module):
         hop_length: STFT hop (samples).
         channels: output channels of the convolution blocks, one block each.
         embed_dim: size of the embedding.
+        compression: ``"power"``: ``(|X|^2 + eps)^0.15`` (DeepAFx-ST's ``|X|^0.3``); ``"log"``:
+            ``log10(|X|^2 + eps)`` (in bels), where a gain or an EQ is an added constant per
+            bin, which a controller learns to read back faster.
     """
 
     def __init__(
@@ -84,8 +96,12 @@ class SpectralEncoder(nn.Module):
         hop_length: int = 256,
         channels: Sequence[int] = (16, 32, 64, 128),
         embed_dim: int = 128,
+        compression: str = "power",
     ):
         super().__init__()
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        self.compression = compression
         self.sample_rate = check_sample_rate(sample_rate)
         self.n_fft = check_integer(n_fft, "n_fft", 2)
         self.hop_length = check_integer(hop_length, "hop_length", 1)
@@ -102,7 +118,11 @@ class SpectralEncoder(nn.Module):
                 nn.ReLU(),
             ]
         self.cnn = nn.Sequential(*blocks)
-        self.proj = nn.Linear(widths[-1], self.embed_dim)
+        pooled_bins = self.n_bins
+        for _ in widths:
+            pooled_bins = (pooled_bins - 1) // 2 + 1  # a stride-2, padding-1, 3-tap conv
+        self.pooled_bins = pooled_bins
+        self.proj = nn.Linear(2 * widths[-1] * pooled_bins, self.embed_dim)
 
     @property
     def n_bins(self) -> int:
@@ -116,8 +136,9 @@ class SpectralEncoder(nn.Module):
             x: ``(batch, 1, samples)`` audio, ``samples >= n_fft``.
 
         Returns:
-            ``(batch, 1, n_fft // 2 + 1, frames)``: ``(|X|^2 + MAGNITUDE_EPS)^0.15`` with
-            ``frames = 1 + (samples - n_fft) // hop_length``.
+            ``(batch, 1, n_fft // 2 + 1, frames)``: ``(|X|^2 + MAGNITUDE_EPS)^0.15``, or
+            ``log10(|X|^2 + MAGNITUDE_EPS)`` with ``compression="log"``; ``frames = 1 +
+            (samples - n_fft) // hop_length``.
         """
         B, T = _check_mono(x, "x", self.n_fft)
         X = torch.stft(
@@ -130,6 +151,8 @@ class SpectralEncoder(nn.Module):
             return_complex=True,
         )
         power = torch.view_as_real(X).square().sum(-1)  # |X|^2 without the sqrt at 0
+        if self.compression == "log":
+            return torch.log10(power + MAGNITUDE_EPS).unsqueeze(1)
         return (power + MAGNITUDE_EPS).pow(MAGNITUDE_POWER / 2).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +165,9 @@ class SpectralEncoder(nn.Module):
             ``(batch, embed_dim)``.
         """
         features = self.cnn(self.spectrogram(x))  # (B, channels[-1], F', frames')
-        return self.proj(features.mean(dim=(-2, -1)))
+        mean = features.mean(dim=-1)
+        std = (features.var(dim=-1, unbiased=False) + STD_EPS).sqrt()
+        return self.proj(torch.cat([mean, std], dim=1).flatten(1))
 
 
 class TCNEncoder(nn.Module):

@@ -171,8 +171,14 @@ class StyleTransfer(AudioTask):
         Both are ``(batch, channels, samples)``; channels are averaged for the encoder, and
         the two may differ in length.
         """
-        e_x = self.encoder(x.mean(dim=1, keepdim=True))
-        e_r = self.encoder(reference.mean(dim=1, keepdim=True))
+        x, reference = x.mean(dim=1, keepdim=True), reference.mean(dim=1, keepdim=True)
+        if x.shape == reference.shape:
+            # One call, so an encoder with batch statistics (BatchNorm in training) normalizes
+            # input and reference alike; two calls would each be shifted to their own batch
+            # mean, hiding the level difference between them that the controller must read.
+            e_x, e_r = self.encoder(torch.cat([x, reference])).chunk(2)
+        else:
+            e_x, e_r = self.encoder(x), self.encoder(reference)
         return self.controller(e_x, e_r)
 
     def forward(

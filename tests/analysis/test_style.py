@@ -269,7 +269,7 @@ def test_compressor_brings_the_crest_factor_towards_a_compressed_reference(guita
 
 
 def test_silent_input_or_reference_gets_identity_settings(guitar, chain):
-    clip = guitar[:, : FS]
+    clip = guitar[:, :FS]
     x = torch.stack([clip, torch.zeros_like(clip)])
     reference = torch.stack([torch.zeros_like(clip), clip])
     output, params = rule_based_match(x, reference, FS)

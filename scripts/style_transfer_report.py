@@ -1,0 +1,159 @@
+"""Evaluate trained style-transfer models against the baselines on their held-out test sets.
+
+    python scripts/style_transfer_report.py \
+        --model autodiff=outputs/style_transfer/quickstart/checkpoints/last.ckpt \
+        --model spsa=outputs/style_transfer/spsa_pedalboard/checkpoints/last.ckpt \
+        --proxy eq=outputs/style_transfer/proxy_eq/proxy.pt \
+        --out outputs/style_transfer/report.md
+
+Each model is rebuilt from the ``config.yaml`` beside its checkpoint, and its data module makes
+the test set (held-out audio: the end of every recording; fixed crops and parameters from the
+config's seed). On that same test set the script scores two baselines, no processing (the input
+as it is) and the rule-based match (:func:`diffx.analysis.style.rule_based_match`: loudness
+matching, a 6-band EQ fitted to the reference's average spectrum, a compressor set from its
+crest factor), and the model. Metrics (:func:`diffx.analysis.style.style_metrics`): MR-STFT
+(auraloss defaults), loudness error (LU, pyloudnorm), spectral-centroid error (Hz), crest-factor
+error (dB), and the parameter error (mean absolute error of the normalized parameters) where the
+true parameters are known (``process_input: false`` test sets make them exact).
+
+``--proxy name=file`` reports each neural proxy's error-to-signal ratio against the effect it
+imitates, on the held-out crops of the first model's test set with random parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffx.analysis.style import parameter_error, rule_based_match, style_metrics
+from diffx.effects.proxy import load_proxy
+from diffx.stylize import load_style_run
+
+METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db", "param_error")
+HEADER = ("| test set | method | MR-STFT | LUFS error (LU) | centroid error (Hz) | "
+          "crest error (dB) | param error |")  # fmt: skip
+
+
+def _row(test_set: str, method: str, means: dict[str, float]) -> str:
+    cells = [f"{means[m]:.3f}" if m in means else "-" for m in METRICS]
+    return f"| {test_set} | {method} | " + " | ".join(cells) + " |"
+
+
+def evaluate_model(name: str, ckpt: str, process_input: bool | None, limit: int | None):
+    """Rows for no processing, the rule-based match and the model on the model's test set."""
+    model, datamodule = load_style_run(ckpt)
+    if process_input is not None:
+        datamodule.process_input = process_input
+    datamodule.setup("test")
+    model._trainer = None
+    sums: dict[str, dict[str, float]] = {"none": {}, "rule": {}, "model": {}}
+    count = 0
+    batches = datamodule.fixed["test"]
+    for batch in tqdm(batches, desc=f"{name}: test set", leave=False):
+        if limit is not None and count >= limit:
+            break
+        x, reference, target = batch["input"], batch["reference"], batch["target"]
+        with torch.no_grad():
+            output, params = model(x, reference)
+        rule_output, _ = rule_based_match(x, reference, model.sample_rate)
+        results = {
+            "none": style_metrics(x, target, model.sample_rate),
+            "rule": style_metrics(rule_output, target, model.sample_rate),
+            "model": style_metrics(output, target, model.sample_rate),
+        }
+        truth = _true_parameters(model, datamodule, batch)
+        if truth is not None:
+            results["model"]["param_error"] = parameter_error(params.double(), truth)
+        for method, metrics in results.items():
+            for metric, values in metrics.items():
+                sums[method][metric] = sums[method].get(metric, 0.0) + float(values.sum())
+        count += x.shape[0]
+    means = {m: {k: v / count for k, v in s.items()} for m, s in sums.items()}
+    chain = " + ".join(type(e).__name__ for e in datamodule.chain.effects)
+    inputs = "processed" if datamodule.process_input else "clean"
+    test_set = f"{name}: {count} held-out demo crops, {chain} styles, {inputs} inputs"
+    return [
+        _row(test_set, "no processing", means["none"]),
+        _row(test_set, "rule-based match", means["rule"]),
+        _row(test_set, f"{name} ({model.gradient})", means["model"]),
+    ]
+
+
+def _true_parameters(model, datamodule, batch):
+    class _Trainer:  # true_parameters reads trainer.datamodule
+        pass
+
+    trainer = _Trainer()
+    trainer.datamodule = datamodule
+    model._trainer = trainer
+    try:
+        return model.true_parameters(batch)
+    finally:
+        model._trainer = None
+
+
+def proxy_fidelity(name: str, path: str, effect, batches, seed: int = 0) -> str:
+    """ESR (and dB) of a proxy against its effect on held-out crops with random parameters."""
+    proxy = load_proxy(path)
+    generator = torch.Generator().manual_seed(seed)
+    error = energy = 0.0
+    for batch in batches:
+        x = batch["input"]
+        params = torch.rand(x.shape[0], proxy.parameter_size(), generator=generator)
+        with torch.no_grad():
+            real = effect(x, params)
+            imitation = proxy(x, params)
+        error += float((imitation - real).double().square().sum())
+        energy += float(real.double().square().sum())
+    esr = error / max(energy, 1e-30)
+    return f"| {name} | {proxy.effect_name} | {esr:.4f} | {10 * torch.log10(torch.tensor(esr)):.1f} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=CKPT",
+                        help="a trained StyleTransfer checkpoint (repeatable)")  # fmt: skip
+    parser.add_argument("--proxy", action="append", default=[], metavar="NAME=FILE",
+                        help="a proxy file; its effect is the model chain's effect NAME")  # fmt: skip
+    parser.add_argument("--clean-inputs", action="store_true",
+                        help="also score every model on clean inputs (exact parameter error)")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="test examples per set")
+    parser.add_argument("--out", default=None, help="write the markdown tables here")
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("give at least one --model NAME=CKPT")
+    start = time.time()
+    lines = [HEADER, "|" + "---|" * 7]
+    first = None
+    for entry in args.model:
+        name, _, ckpt = entry.partition("=")
+        lines += evaluate_model(name, ckpt, None, args.limit)
+        if args.clean_inputs:
+            lines += evaluate_model(f"{name}, clean inputs", ckpt, False, args.limit)
+        first = first or ckpt
+    if args.proxy:
+        model, datamodule = load_style_run(first)
+        datamodule.setup("test")
+        effects = dict(zip(model.chain.names, model.chain.effects))
+        lines += ["", "| proxy | imitates | ESR | ESR (dB) |", "|---|---|---|---|"]
+        for entry in args.proxy:
+            name, _, path = entry.partition("=")
+            if name not in effects:
+                parser.error(f"--proxy {name}: the chain has effects {sorted(effects)}")
+            lines.append(proxy_fidelity(name, path, effects[name], datamodule.fixed["test"]))
+    report = "\n".join(lines)
+    print(report)
+    print(f"\n({time.time() - start:.0f} s)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
