@@ -35,8 +35,10 @@ from diffx.effects.proxy import load_proxy
 from diffx.stylize import load_style_run
 
 METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db", "param_error")
-HEADER = ("| test set | method | MR-STFT | LUFS error (LU) | centroid error (Hz) | "
-          "crest error (dB) | param error |")  # fmt: skip
+HEADER = (
+    "| test set | method | MR-STFT | LUFS error (LU) | centroid error (Hz) | "
+    "crest error (dB) | param error |"
+)
 
 
 def _row(test_set: str, method: str, means: dict[str, float]) -> str:
@@ -111,17 +113,31 @@ def proxy_fidelity(name: str, path: str, effect, batches, seed: int = 0) -> str:
         error += float((imitation - real).double().square().sum())
         energy += float(real.double().square().sum())
     esr = error / max(energy, 1e-30)
-    return f"| {name} | {proxy.effect_name} | {esr:.4f} | {10 * torch.log10(torch.tensor(esr)):.1f} |"
+    esr_db = 10 * torch.log10(torch.tensor(esr))
+    return f"| {name} | {proxy.effect_name} | {esr:.4f} | {esr_db:.1f} |"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=CKPT",
-                        help="a trained StyleTransfer checkpoint (repeatable)")  # fmt: skip
-    parser.add_argument("--proxy", action="append", default=[], metavar="NAME=FILE",
-                        help="a proxy file; its effect is the model chain's effect NAME")  # fmt: skip
-    parser.add_argument("--clean-inputs", action="store_true",
-                        help="also score every model on clean inputs (exact parameter error)")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="a trained StyleTransfer checkpoint (repeatable)",
+    )
+    parser.add_argument(
+        "--proxy",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a proxy file; its effect is the model chain's effect NAME",
+    )
+    parser.add_argument(
+        "--clean-inputs",
+        action="store_true",
+        help="also score every model on clean inputs (exact parameter error)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="test examples per set")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
     args = parser.parse_args(argv)

@@ -145,7 +145,7 @@ def check_loss_weights(losses: dict[str, float], known: tuple[str, ...]) -> dict
     if unknown:
         raise ValueError(f"unknown loss(es) {unknown}; choose from {known}")
     if not losses or any(not (0 <= w < float("inf")) for w in losses.values()):
-        raise ValueError(f"losses needs at least one entry, all weights finite and >= 0: {losses}")
+        raise ValueError(f"losses needs at least one entry, all weights >= 0 and finite: {losses}")
     return {name: float(w) for name, w in losses.items()}
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
-from diffx.analysis.style import parameter_error, style_metrics
+from diffx.analysis.style import parameter_error, rule_based_match, style_metrics
 from diffx.data.sources import check_effect_rate
 from diffx.effects.base import EffectChain
 from diffx.effects.proxy import PROXY_MODES, ProxyChain
@@ -243,14 +243,20 @@ class StyleTransfer(AudioTask):
         return torch.stack(columns, dim=1).clamp(0, 1)
 
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-item metrics of the model and of no processing, ``{name: (batch,)}``."""
+        """Per-item metrics ``{name: (batch,)}`` of the model (``loss``, :data:`METRICS`,
+        ``param_error`` where the truth is known), of no processing (``input_*``) and of the
+        rule-based match (``rule_*``, :func:`diffx.analysis.style.rule_based_match`)."""
         pred, params = self(batch["input"], batch["reference"])
         target = batch["target"]
         metrics = {"loss": self.loss(pred, target).expand(pred.shape[0])}
         for name, value in style_metrics(pred, target, self.sample_rate).items():
             metrics[name] = value
+        # The two baselines on the same examples: no processing, and the rule-based match.
         for name, value in style_metrics(batch["input"], target, self.sample_rate).items():
             metrics[f"input_{name}"] = value
+        rule_output, _ = rule_based_match(batch["input"], batch["reference"], self.sample_rate)
+        for name, value in style_metrics(rule_output, target, self.sample_rate).items():
+            metrics[f"rule_{name}"] = value
         truth = self.true_parameters(batch)
         if truth is not None:
             metrics["param_error"] = parameter_error(params.double(), truth)
