@@ -118,14 +118,13 @@ def stylize(
     Returns:
         ``(name, physical value, unit)`` of every parameter used, in chain order.
     """
-    from scipy.signal import resample_poly
-
-    from diffx.io.audio import load_audio, save_audio
+    from diffx.io.audio import load_audio, resample, save_audio
 
     model = load_style_model(ckpt, config)
     rate = model.sample_rate
-    _, input_rate = load_audio(input_path, mono=True)  # raises naming the file if unreadable
-    x, _ = load_audio(input_path, sample_rate=rate)
+    # Read once at the file's own rate: the output goes back to it.
+    native, input_rate = load_audio(input_path)
+    x = torch.from_numpy(resample(native.numpy(), input_rate, rate).astype(np.float32))
     reference, _ = load_audio(reference_path, sample_rate=rate, mono=True)
     if not bool(reference.abs().max() > 0):
         raise ValueError(f"reference {str(reference_path)!r} is silent: it has no style to match")
@@ -142,10 +141,7 @@ def stylize(
         (name, float(physical[name][0]), spec.unit)
         for name, spec in zip(chain.param_names, chain.param_specs)
     ]
-    out = y.double().numpy()
-    if input_rate != rate:
-        g = math.gcd(input_rate, rate)
-        out = resample_poly(out, input_rate // g, rate // g, axis=-1)
+    out = resample(y.double().numpy(), rate, input_rate)
     subtype = None
     peak = float(np.abs(out).max())
     if peak > 1.0:

@@ -13,6 +13,7 @@ from diffx.io.audio import (
     demo_audio_files,
     load_audio,
     load_demo,
+    resample,
     save_audio,
 )
 from diffx.io.models import MODEL_SUFFIXES, load_model, save_model
@@ -28,6 +29,7 @@ __all__ = [
     "demo_audio_files",
     "load_audio",
     "load_demo",
+    "resample",
     "load_model",
     "save_audio",
     "save_model",

@@ -27,6 +27,7 @@ __all__ = [
     "demo_audio_files",
     "load_audio",
     "load_demo",
+    "resample",
     "save_audio",
 ]
 
@@ -112,14 +113,26 @@ def load_audio(
 
     out_rate = file_rate
     if sample_rate is not None and sample_rate != file_rate:
-        g = math.gcd(sample_rate, file_rate)
-        # float64 through the filter: its taps and the accumulation then add no error above
-        # float32 rounding of the result.
-        audio = resample_poly(
-            audio.astype(np.float64), sample_rate // g, file_rate // g, axis=-1
-        ).astype(np.float32)
+        audio = resample(audio, file_rate, sample_rate).astype(np.float32)
         out_rate = sample_rate
     return torch.from_numpy(np.ascontiguousarray(audio)), int(out_rate)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample ``audio (..., samples)`` from ``from_rate`` to ``to_rate`` Hz, as float64.
+
+    ``scipy.signal.resample_poly`` by the exact ratio reduced by the rates' greatest common
+    divisor; the output has ``ceil(samples * to_rate / from_rate)`` samples. The arithmetic is
+    float64, so the filter's taps and accumulation add no error above float32 rounding of the
+    result. Equal rates return a float64 copy.
+    """
+    from_rate = _check_sample_rate(from_rate, "from_rate")
+    to_rate = _check_sample_rate(to_rate, "to_rate")
+    audio = np.asarray(audio, dtype=np.float64)
+    if from_rate == to_rate:
+        return audio.copy()
+    g = math.gcd(to_rate, from_rate)
+    return resample_poly(audio, to_rate // g, from_rate // g, axis=-1)
 
 
 def save_audio(
