@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffx.analysis.style import parameter_error, rule_based_match, style_metrics
 from diffx.effects.proxy import load_proxy
 from diffx.stylize import load_style_run
 
@@ -47,56 +46,39 @@ def _row(test_set: str, method: str, means: dict[str, float]) -> str:
 
 
 def evaluate_model(name: str, ckpt: str, process_input: bool | None, limit: int | None):
-    """Rows for no processing, the rule-based match and the model on the model's test set."""
+    """Rows for no processing, the rule-based match and the model on the model's test set.
+
+    The numbers are :meth:`diffx.tasks.StyleTransfer.evaluate`'s, the same that ``diffx test``
+    logs: the model's metrics, ``input_*`` (no processing) and ``rule_*`` (rule-based match).
+    """
     model, datamodule = load_style_run(ckpt)
     if process_input is not None:
         datamodule.process_input = process_input
     datamodule.setup("test")
-    model._trainer = None
-    sums: dict[str, dict[str, float]] = {"none": {}, "rule": {}, "model": {}}
+    sums: dict[str, float] = {}
     count = 0
-    batches = datamodule.fixed["test"]
-    for batch in tqdm(batches, desc=f"{name}: test set", leave=False):
+    for batch in tqdm(datamodule.fixed["test"], desc=f"{name}: test set", leave=False):
         if limit is not None and count >= limit:
             break
-        x, reference, target = batch["input"], batch["reference"], batch["target"]
         with torch.no_grad():
-            output, params = model(x, reference)
-        rule_output, _ = rule_based_match(x, reference, model.sample_rate)
-        results = {
-            "none": style_metrics(x, target, model.sample_rate),
-            "rule": style_metrics(rule_output, target, model.sample_rate),
-            "model": style_metrics(output, target, model.sample_rate),
-        }
-        truth = _true_parameters(model, datamodule, batch)
-        if truth is not None:
-            results["model"]["param_error"] = parameter_error(params.double(), truth)
-        for method, metrics in results.items():
-            for metric, values in metrics.items():
-                sums[method][metric] = sums[method].get(metric, 0.0) + float(values.sum())
-        count += x.shape[0]
-    means = {m: {k: v / count for k, v in s.items()} for m, s in sums.items()}
+            metrics = model.evaluate(batch, datamodule.chain)
+        for metric, values in metrics.items():
+            sums[metric] = sums.get(metric, 0.0) + float(values.double().sum())
+        count += batch["input"].shape[0]
+    means = {k: v / count for k, v in sums.items()}
+
+    def method(prefix: str) -> dict[str, float]:
+        return {k[len(prefix) :]: v for k, v in means.items() if k.startswith(prefix)}
+
+    model_means = {k: v for k, v in means.items() if not k.startswith(("input_", "rule_"))}
     chain = " + ".join(type(e).__name__ for e in datamodule.chain.effects)
     inputs = "processed" if datamodule.process_input else "clean"
     test_set = f"{name}: {count} held-out demo crops, {chain} styles, {inputs} inputs"
     return [
-        _row(test_set, "no processing", means["none"]),
-        _row(test_set, "rule-based match", means["rule"]),
-        _row(test_set, f"{name} ({model.gradient})", means["model"]),
+        _row(test_set, "no processing", method("input_")),
+        _row(test_set, "rule-based match", method("rule_")),
+        _row(test_set, f"{name} ({model.gradient})", model_means),
     ]
-
-
-def _true_parameters(model, datamodule, batch):
-    class _Trainer:  # true_parameters reads trainer.datamodule
-        pass
-
-    trainer = _Trainer()
-    trainer.datamodule = datamodule
-    model._trainer = trainer
-    try:
-        return model.true_parameters(batch)
-    finally:
-        model._trainer = None
 
 
 def proxy_fidelity(name: str, path: str, effect, batches, seed: int = 0) -> str:

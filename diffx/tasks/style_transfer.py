@@ -31,6 +31,7 @@ from torch import nn
 from diffx._validation import check_integer, check_sample_rate
 from diffx.analysis.style import parameter_error, rule_based_match, style_metrics
 from diffx.data.sources import check_effect_rate
+from diffx.data.style import default_chain
 from diffx.effects.base import EffectChain
 from diffx.effects.proxy import PROXY_MODES, ProxyChain
 from diffx.effects.spsa import SPSAChain
@@ -44,13 +45,6 @@ DEFAULT_LOSSES = {"mrstft": 1.0, "l1": 100.0}
 """DeepAFx-ST's training loss: MR-STFT + 100 x L1 (shared ANCHORS.md)."""
 
 METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db")
-
-
-def default_chain(sample_rate: int) -> EffectChain:
-    """The 6-band parametric EQ + compressor of DeepAFx-ST, as diffx effects."""
-    from diffx.data.style import default_chain as chain
-
-    return chain(sample_rate)
 
 
 def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -226,15 +220,20 @@ class StyleTransfer(AudioTask):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def true_parameters(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def data_chain(self) -> EffectChain | None:
+        """The chain of the trainer's data module (the one that made the examples), if any."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        return getattr(datamodule, "chain", None)
+
+    def true_parameters(
+        self, batch: dict[str, torch.Tensor], data_chain: EffectChain | None
+    ) -> torch.Tensor | None:
         """The reference's parameters in this model's normalization, when comparable.
 
-        The data module's chain may have other ranges than the model's: its physical values are
-        normalized with the model's specs (clipped to [0, 1]). ``None`` when the data module
-        has no chain with the same parameter names.
+        ``data_chain`` (the chain that made ``batch["params"]``) may have other ranges than the
+        model's: its physical values are normalized with the model's specs (clipped to [0, 1]).
+        ``None`` when there is no data chain or its parameter names differ from the model's.
         """
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        data_chain = getattr(datamodule, "chain", None)
         if data_chain is None or data_chain.param_names != self.chain.param_names:
             return None
         physical = data_chain.denormalize(batch["params"].to(torch.float64).clamp(0, 1))
@@ -242,10 +241,13 @@ class StyleTransfer(AudioTask):
                    in zip(self.chain.param_names, self.chain.param_specs)]  # fmt: skip
         return torch.stack(columns, dim=1).clamp(0, 1)
 
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self, batch: dict[str, torch.Tensor], data_chain: EffectChain | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-item metrics ``{name: (batch,)}`` of the model (``loss``, :data:`METRICS`,
-        ``param_error`` where the truth is known), of no processing (``input_*``) and of the
-        rule-based match (``rule_*``, :func:`diffx.analysis.style.rule_based_match`)."""
+        ``param_error`` where ``data_chain`` makes the truth known, see
+        :meth:`true_parameters`), of no processing (``input_*``) and of the rule-based match
+        (``rule_*``, :func:`diffx.analysis.style.rule_based_match`)."""
         pred, params = self(batch["input"], batch["reference"])
         target = batch["target"]
         metrics = {"loss": self.loss(pred, target).expand(pred.shape[0])}
@@ -257,7 +259,7 @@ class StyleTransfer(AudioTask):
         rule_output, _ = rule_based_match(batch["input"], batch["reference"], self.sample_rate)
         for name, value in style_metrics(rule_output, target, self.sample_rate).items():
             metrics[f"rule_{name}"] = value
-        truth = self.true_parameters(batch)
+        truth = self.true_parameters(batch, data_chain)
         if truth is not None:
             metrics["param_error"] = parameter_error(params.double(), truth)
         if self._example is None:
@@ -271,7 +273,7 @@ class StyleTransfer(AudioTask):
 
     def _accumulate(self, batch: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            metrics = self.evaluate(batch)
+            metrics = self.evaluate(batch, self.data_chain())
         for name, value in metrics.items():
             self._sums[name] = self._sums.get(name, 0.0) + float(value.double().sum())
         self._count += batch["input"].shape[0]

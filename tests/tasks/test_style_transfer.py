@@ -138,13 +138,8 @@ def test_proxy_files_round_trip_and_mismatches_are_named(tmp_path):
 def test_true_parameters_are_renormalized_to_the_model_ranges():
     data_chain = EffectChain([Gain(SR, param_ranges={"gain_db": (-6.0, 6.0)})])
     model = make_model(chain=EffectChain([Gain(SR)]))  # -24..24 dB
-    dm, batch = batch_from(data_chain)
-
-    class FakeTrainer:
-        datamodule = dm
-
-    model._trainer = FakeTrainer()
-    truth = model.true_parameters(batch)
+    _, batch = batch_from(data_chain)
+    truth = model.true_parameters(batch, data_chain)
     gain_db = -6.0 + 12.0 * batch["params"][:, 0].double()
     torch.testing.assert_close(truth[:, 0], (gain_db + 24.0) / 48.0)
 
@@ -188,12 +183,7 @@ def test_autodiff_refuses_effects_without_gradients():
 def test_evaluation_reports_model_and_input_metrics():
     model = make_model().eval()
     dm, batch = batch_from(model.chain, process_input=True)
-
-    class FakeTrainer:
-        datamodule = dm
-
-    model._trainer = FakeTrainer()
-    metrics = model.evaluate(batch)
+    metrics = model.evaluate(batch, dm.chain)
     for name in ("loss", "mrstft", "lufs_error_lu", "input_mrstft", "param_error"):
         assert metrics[name].shape == (2,) and torch.isfinite(metrics[name]).all(), name
     # The input's own metrics are those of the input against the target, computed directly.
