@@ -40,8 +40,7 @@ from diffx.io.models import load_model
 from diffx.losses import DCLoss, MultiResolutionSTFTLoss, NMRLoss, make_pre_emphasis
 from diffx.losses.time_domain import esr
 from diffx.nn import WaveNet
-from diffx.tasks.base import AudioTask, is_recurrent, tbptt_frames
-from diffx.tasks.effect_modeling import to_db
+from diffx.tasks.base import AudioTask, is_recurrent, tbptt_frames, to_db
 
 NMR_MIN_SAMPLES = 4096
 """Shortest loss frame: the NMR needs at least one 2048-sample STFT frame, two give an average."""

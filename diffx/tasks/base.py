@@ -13,6 +13,23 @@ from torch import nn
 from diffx.io.models import save_model
 from diffx.nn import LSTMAmp, WaveNet
 
+ESR_DB_FLOOR = 1e-12
+"""Added to an ESR before taking 10 log10 for logs, so a perfect match logs -120 dB, not -inf."""
+
+
+def to_db(ratio: torch.Tensor) -> torch.Tensor:
+    """Energy ratio in dB, floored at :data:`ESR_DB_FLOOR`."""
+    return 10.0 * torch.log10(ratio + ESR_DB_FLOOR)
+
+
+def error_energies(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[error energy, target energy]`` (float64, CPU) of a batch, to sum over an evaluation.
+
+    Their ratio over all the held-out audio together is its ESR: a mean of per-chunk ESRs
+    would let a quiet chunk (a decaying note) dominate.
+    """
+    return torch.stack([((pred - target) ** 2).sum(), (target**2).sum()]).detach().double().cpu()
+
 
 def is_recurrent(model: nn.Module) -> bool:
     """Whether ``model`` is trained by truncated back-propagation through time."""
@@ -74,6 +91,15 @@ class AudioTask(pl.LightningModule):
         writer = self._tensorboard()
         if writer is not None and self.global_rank == 0:
             writer.add_figure(tag, figure, self.global_step, close=False)
+
+    def log_esr(self, stage: str, energies: torch.Tensor) -> None:
+        """Log ``<stage>/esr`` and ``<stage>/esr_db`` from summed :func:`error_energies`,
+        gathered over processes under DDP."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            energies = self.all_gather(energies.to(self.device)).reshape(-1, 2).sum(0).cpu()
+        ratio = energies[0] / (energies[1] + ESR_DB_FLOOR)
+        self.log(f"{stage}/esr", ratio.float(), rank_zero_only=True)
+        self.log(f"{stage}/esr_db", to_db(ratio).float(), rank_zero_only=True)
 
     def export_model(self, model: nn.Module, stem: str | None, what: str) -> Path | None:
         """Save a float32 copy of ``model`` as ``<run folder>/<stem>.json|.nam`` (rank zero).

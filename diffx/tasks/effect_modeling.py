@@ -22,15 +22,13 @@ from torch import nn
 from diffx._validation import check_integer, check_sample_rate
 from diffx.io.models import load_model
 from diffx.losses import DCLoss, ESRLoss, MultiResolutionSTFTLoss, make_pre_emphasis
-from diffx.tasks.base import AudioTask, is_recurrent, settle_samples, tbptt_frames
-
-ESR_DB_FLOOR = 1e-12
-"""Added to an ESR before taking 10 log10 for logs, so a perfect match logs -120 dB, not -inf."""
-
-
-def to_db(ratio: torch.Tensor) -> torch.Tensor:
-    """Energy ratio in dB, floored at :data:`ESR_DB_FLOOR`."""
-    return 10.0 * torch.log10(ratio + ESR_DB_FLOOR)
+from diffx.tasks.base import (
+    AudioTask,
+    error_energies,
+    is_recurrent,
+    settle_samples,
+    tbptt_frames,
+)
 
 
 def prepare_model(model: nn.Module | None, init_from: str | None, sample_rate: int) -> nn.Module:
@@ -175,11 +173,7 @@ class EffectModeling(AudioTask):
             sync_dist=True,
             prog_bar=True,
         )
-        # ESR of all the held-out audio together (error energy over target energy): a mean of
-        # per-chunk ESRs would let a quiet chunk (a decaying note) dominate.
-        self._energies += (
-            torch.stack([((pred - y) ** 2).sum(), (y**2).sum()]).detach().double().cpu()
-        )
+        self._energies += error_energies(pred, y)
         self.log(f"{stage}/mrstft", self.spectral(pred, y), batch_size=batch_size, sync_dist=True)
         if self._example is None:
             self._example = {"input": x[0, 0], "target": y[0, 0], "output": pred[0, 0]}
@@ -199,19 +193,11 @@ class EffectModeling(AudioTask):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _log_esr(self, stage: str) -> None:
-        energies = self._energies
-        if self.trainer.world_size > 1:
-            energies = self.all_gather(energies.to(self.device)).reshape(-1, 2).sum(0).cpu()
-        ratio = energies[0] / (energies[1] + ESR_DB_FLOOR)
-        self.log(f"{stage}/esr", ratio.float(), rank_zero_only=True)
-        self.log(f"{stage}/esr_db", to_db(ratio).float(), rank_zero_only=True)
-
     def on_test_epoch_end(self) -> None:
-        self._log_esr("test")
+        self.log_esr("test", self._energies)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_esr("val")
+        self.log_esr("val", self._energies)
         if self._example is None or self.trainer.sanity_checking:
             return
         from diffx.analysis.plots import plot_spectra

@@ -23,8 +23,7 @@ from diffx._validation import check_sample_rate
 from diffx.data.sources import check_effect_rate
 from diffx.effects.proxy import NeuralProxy, save_proxy
 from diffx.losses import MultiResolutionSTFTLoss
-from diffx.tasks.base import AudioTask, check_loss_weights
-from diffx.tasks.effect_modeling import to_db
+from diffx.tasks.base import AudioTask, check_loss_weights, error_energies
 
 LOSSES = ("l1", "mrstft")
 VALIDATION_SEED = 4321
@@ -113,9 +112,7 @@ class ProxyTraining(AudioTask):
         x, params, target = self._pair(batch, generator)
         pred = self.proxy(x, params)
         self.log(f"{stage}/loss", self.loss(pred, target), batch_size=x.shape[0], prog_bar=True)
-        self._energies += (
-            torch.stack([((pred - target) ** 2).sum(), (target**2).sum()]).detach().double().cpu()
-        )
+        self._energies += error_energies(pred, target)
         if self._example is None:
             self._example = {"input": x[0, 0], "effect": target[0, 0], "proxy": pred[0, 0]}
 
@@ -131,16 +128,11 @@ class ProxyTraining(AudioTask):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _log_esr(self, stage: str) -> None:
-        ratio = self._energies[0] / (self._energies[1] + 1e-12)
-        self.log(f"{stage}/esr", ratio.float())
-        self.log(f"{stage}/esr_db", to_db(ratio).float())
-
     def on_test_epoch_end(self) -> None:
-        self._log_esr("test")
+        self.log_esr("test", self._energies)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_esr("val")
+        self.log_esr("val", self._energies)
         if self._example is None or self.trainer.sanity_checking:
             return
         for name, audio in self._example.items():
