@@ -211,3 +211,31 @@ def test_proxy_training_lowers_the_error_on_a_fixed_batch():
         optimizer.step()
         first = float(loss.detach()) if first is None else first
     assert float(loss.detach()) < 0.5 * first
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0], ids=["silence", "full_scale"])
+@pytest.mark.parametrize("gradient", ["autodiff", "spsa", "proxy"])
+def test_silence_and_full_scale_give_finite_losses_and_gradients(level, gradient):
+    torch.manual_seed(0)
+    chain = EffectChain([ParametricEQ(SR), Compressor(SR)])
+    kwargs = {}
+    if gradient == "proxy":
+        kwargs["proxies"] = [
+            NeuralProxy.for_effect(e, n_blocks=2, channels=4, kernel_size=3) for e in chain.effects
+        ]
+    model = make_model(chain=chain, gradient=gradient, **kwargs)
+    n = 8000
+    square = torch.sign(torch.sin(torch.arange(n) * 2 * torch.pi * 220 / SR)).reshape(1, 1, n)
+    x = (level * square).expand(2, 1, n).contiguous()
+    pred, params = model(x, x)
+    loss = model.loss(pred, x)
+    loss.backward()
+    assert torch.isfinite(pred).all() and torch.isfinite(loss)
+    grads = [p.grad for p in model.controller.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # Extreme predicted settings (every parameter at an end of its range) stay finite too.
+    for end in (0.0, 1.0):
+        corner = torch.full_like(params, end, requires_grad=True)
+        y = model.processor(x, corner)
+        (g,) = torch.autograd.grad(y.square().mean(), corner)
+        assert torch.isfinite(y).all() and torch.isfinite(g).all()
