@@ -131,10 +131,12 @@ def stylize(
     if not bool(x.abs().max() > 0):
         warnings.warn(f"input {str(input_path)!r} is silent; the output will be too", stacklevel=2)
     with torch.no_grad():
-        params = model.predict_parameters(x[None], reference[None])
+        params, correction_db = model.predict(x[None], reference[None])
         # Each channel is processed with the same parameters.
         channels = x.shape[0]
         y = model.chain(x[:, None, :], params.expand(channels, -1))[:, 0, :]
+        if correction_db is not None:  # the channels together, at the reference's loudness
+            y = model.match_loudness(y[None], reference[None], correction_db)[0]
     physical = model.physical_parameters(params)
     chain = model.chain
     parameters = [

@@ -42,11 +42,28 @@ def test_stylize_writes_the_processed_input_and_prints_parameters(checkpoint, tm
     x, _ = load_audio(files["guitar_em9"], sample_rate=model.sample_rate, mono=True)
     reference, _ = load_audio(files["violin"], sample_rate=model.sample_rate, mono=True)
     with torch.no_grad():
-        params = model.predict_parameters(x[None], reference[None])
+        params, correction_db = model.predict(x[None], reference[None])
         y = model.chain(x[None], params)[0, 0].double().numpy()
     g = np.gcd(rate, model.sample_rate)
     expected = resample_poly(y, rate // g, model.sample_rate // g)
     assert written.shape == expected.shape
+    if model.loudness_match:
+        # The quickstart ends with the reference-loudness stage: a gain that brings the chain's
+        # output to the reference's loudness plus the predicted correction. Oracle: pyloudnorm
+        # (hard gates; the model's soft gates differ by well under 0.1 LU).
+        import pyloudnorm
+
+        meter = pyloudnorm.Meter(model.sample_rate)
+        gain_db = (
+            meter.integrated_loudness(reference[0].double().numpy())
+            + float(correction_db[0])
+            - meter.integrated_loudness(y)
+        )
+        loud = np.abs(expected) > 1e-3
+        measured_db = 20 * np.log10(np.abs(written[loud] / expected[loud]))
+        np.testing.assert_allclose(measured_db, np.median(measured_db), atol=1e-3)  # one gain
+        assert np.median(measured_db) == pytest.approx(gain_db, abs=0.1)
+        expected = expected * 10 ** (np.median(measured_db) / 20)
     np.testing.assert_allclose(written, expected, atol=1e-5)
     # The printed values are the model's parameters in physical units.
     threshold = float(model.physical_parameters(params)["compressor.threshold_db"][0])

@@ -16,6 +16,7 @@ eval mode every item's embedding is independent of the rest of the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,23 @@ COMPRESSIONS = ("power", "log")
 #: pooling, whose derivative is infinite at zero variance (e.g. silence, where every frame of a
 #: channel holds the same bias-driven value).
 STD_EPS = 1e-8
+
+#: Lower edge (Hz) of the lowest band of :meth:`SpectralEncoder.level_features`' spectrum.
+LEVEL_BAND_LOW_HZ = 40.0
+
+#: Quantiles of the frame levels in :meth:`SpectralEncoder.level_features`.
+FRAME_LEVEL_QUANTILES = (0.1, 0.5, 0.9, 0.99)
+
+#: :meth:`SpectralEncoder.level_features` divides its dB values by this, bringing levels of
+#: typical program material (-60 to 0 dB) to order 1 beside the BatchNorm-ed CNN features.
+LEVEL_SCALE_DB = 20.0
+
+#: Power floor of the level features (-100 dB), so silence gives finite values.
+LEVEL_EPS = 1e-10
+
+
+def _db(power: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(power + LEVEL_EPS)
 
 
 def _check_mono(x: torch.Tensor, name: str, min_samples: int) -> tuple[int, int]:
@@ -87,6 +105,11 @@ class SpectralEncoder(nn.Module):
         compression: ``"power"``: ``(|X|^2 + eps)^0.15`` (DeepAFx-ST's ``|X|^0.3``); ``"log"``:
             ``log10(|X|^2 + eps)`` (in bels), where a gain or an EQ is an added constant per
             bin, which a controller learns to read back faster.
+        level_bands: when above 0, :meth:`level_features` (the long-term spectrum in this many
+            log-spaced bands, frame-level statistics, peak and RMS, all in dB) join the pooled
+            CNN features before the projection. They hand the controller the absolute levels
+            a gain or make-up setting must be read from, which the BatchNorm-ed CNN only
+            carries implicitly. 0 (the default) is DeepAFx-ST's encoder.
     """
 
     def __init__(
@@ -97,6 +120,7 @@ class SpectralEncoder(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
         embed_dim: int = 128,
         compression: str = "power",
+        level_bands: int = 0,
     ):
         super().__init__()
         if compression not in COMPRESSIONS:
@@ -122,7 +146,37 @@ class SpectralEncoder(nn.Module):
         for _ in widths:
             pooled_bins = (pooled_bins - 1) // 2 + 1  # a stride-2, padding-1, 3-tap conv
         self.pooled_bins = pooled_bins
-        self.proj = nn.Linear(2 * widths[-1] * pooled_bins, self.embed_dim)
+        self.level_bands = check_integer(level_bands, "level_bands", 0)
+        if self.level_bands:
+            self.register_buffer("band_weights", self._band_weights(), persistent=False)
+        n_level = self.level_bands + len(FRAME_LEVEL_QUANTILES) + 3 if self.level_bands else 0
+        self.proj = nn.Linear(2 * widths[-1] * pooled_bins + n_level, self.embed_dim)
+
+    def _band_weights(self) -> torch.Tensor:
+        """``(level_bands, n_bins)`` rows averaging the STFT bins of each band.
+
+        Bands are equal in log frequency from ``LEVEL_BAND_LOW_HZ`` to Nyquist, each holding
+        the bins in ``[low, high)`` (the last one Nyquist too); a band narrower than one bin
+        takes the bin nearest its geometric centre, so every row has weight.
+        """
+        bin_hz = torch.arange(self.n_bins, dtype=torch.float64) * self.sample_rate / self.n_fft
+        edges = torch.logspace(
+            math.log10(LEVEL_BAND_LOW_HZ),
+            math.log10(self.sample_rate / 2),
+            self.level_bands + 1,
+            dtype=torch.float64,
+        )
+        edges[-1] = self.sample_rate / 2  # exactly, so the last band holds the Nyquist bin
+        rows = []
+        for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+            last = k == self.level_bands - 1
+            inside = (bin_hz >= low) & ((bin_hz <= high) if last else (bin_hz < high))
+            if not inside.any():
+                inside = (bin_hz - (low * high).sqrt()).abs() == (
+                    bin_hz - (low * high).sqrt()
+                ).abs().min()
+            rows.append(inside.double() / inside.sum())
+        return torch.stack(rows).float()
 
     @property
     def n_bins(self) -> int:
@@ -140,6 +194,13 @@ class SpectralEncoder(nn.Module):
             ``log10(|X|^2 + MAGNITUDE_EPS)`` with ``compression="log"``; ``frames = 1 +
             (samples - n_fft) // hop_length``.
         """
+        power = self._power(x)
+        if self.compression == "log":
+            return torch.log10(power + MAGNITUDE_EPS).unsqueeze(1)
+        return (power + MAGNITUDE_EPS).pow(MAGNITUDE_POWER / 2).unsqueeze(1)
+
+    def _power(self, x: torch.Tensor) -> torch.Tensor:
+        """``|X|^2``, ``(batch, n_bins, frames)``, of ``(batch, 1, samples)`` audio."""
         B, T = _check_mono(x, "x", self.n_fft)
         X = torch.stft(
             x.reshape(B, T),
@@ -150,10 +211,45 @@ class SpectralEncoder(nn.Module):
             center=False,
             return_complex=True,
         )
-        power = torch.view_as_real(X).square().sum(-1)  # |X|^2 without the sqrt at 0
-        if self.compression == "log":
-            return torch.log10(power + MAGNITUDE_EPS).unsqueeze(1)
-        return (power + MAGNITUDE_EPS).pow(MAGNITUDE_POWER / 2).unsqueeze(1)
+        return torch.view_as_real(X).square().sum(-1)  # |X|^2 without the sqrt at 0
+
+    def level_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Absolute-level summary of audio, in dB divided by ``LEVEL_SCALE_DB``.
+
+        Per item, in order:
+
+        * the long-term average spectrum: mean power spectral density (STFT power over time
+          divided by the Hann window's energy, i.e. per-sample power per bin) averaged in
+          each of ``level_bands`` bands (see :meth:`_band_weights`), in dB;
+        * the level of each STFT frame (mean-square of the windowed samples, in dB) at the
+          quantiles :data:`FRAME_LEVEL_QUANTILES`: the dynamics a compressor reshapes;
+        * the RMS level, the peak level (dBFS) and their difference, the crest factor.
+
+        Every dB value floors at ``10 log10(LEVEL_EPS) = -100 dB``, so silence is finite.
+
+        Args:
+            x: ``(batch, 1, samples)``, ``samples >= n_fft``.
+
+        Returns:
+            ``(batch, level_bands + len(FRAME_LEVEL_QUANTILES) + 3)``.
+        """
+        if not self.level_bands:
+            raise ValueError("level_features needs level_bands > 0")
+        window_energy = self.n_fft * 3 / 8  # sum of a periodic Hann window's squares
+        power = self._power(x) / (window_energy * self.n_fft)  # (B, bins, frames)
+        spectrum = power.mean(dim=-1) @ self.band_weights.to(power.dtype).T  # (B, bands)
+        # Parseval: a frame's bin powers sum (one-sided, bins 1..N/2-1 counted twice) to the
+        # frame's windowed energy; the two-sided sum over n_fft bins is the same sum.
+        two_sided = 2 * power.sum(dim=1) - power[:, 0] - power[:, -1]  # (B, frames)
+        quantiles = torch.tensor(FRAME_LEVEL_QUANTILES, dtype=power.dtype, device=power.device)
+        frame_levels = torch.quantile(two_sided, quantiles, dim=-1).T  # (B, quantiles)
+        mean_square = x.square().mean(dim=(1, 2)).unsqueeze(1)
+        peak_square = x.square().amax(dim=(1, 2)).unsqueeze(1)
+        rms_db, peak_db = _db(mean_square), _db(peak_square)
+        levels = torch.cat(
+            [_db(spectrum), _db(frame_levels), rms_db, peak_db, peak_db - rms_db], dim=1
+        )
+        return levels / LEVEL_SCALE_DB
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed audio.
@@ -167,7 +263,10 @@ class SpectralEncoder(nn.Module):
         features = self.cnn(self.spectrogram(x))  # (B, channels[-1], F', frames')
         mean = features.mean(dim=-1)
         std = (features.var(dim=-1, unbiased=False) + STD_EPS).sqrt()
-        return self.proj(torch.cat([mean, std], dim=1).flatten(1))
+        pooled = torch.cat([mean, std], dim=1).flatten(1)
+        if self.level_bands:
+            pooled = torch.cat([pooled, self.level_features(x)], dim=1)
+        return self.proj(pooled)
 
 
 class TCNEncoder(nn.Module):

@@ -16,6 +16,12 @@ Gradients reach the controller by one of three methods (``gradient``):
 * ``"proxy"``: frozen neural proxies (:class:`diffx.effects.NeuralProxy`, trained by
   :class:`diffx.tasks.ProxyTraining`) stand in for the effects (:class:`diffx.effects.ProxyChain`).
 
+With ``loudness_match``, a last stage (after the chain) brings the output to the reference's
+integrated loudness (BS.1770, :func:`diffx.losses.loudness.integrated_loudness`) plus a
+correction in dB the controller predicts. The rule-based baseline matches loudness the same way
+but without the correction; DeepAFx-ST has no such stage (its compressor's make-up gain must
+carry the level), so it is off by default.
+
 Losses, by name, each with a weight in ``losses``: ``l1`` (mean absolute error), ``mrstft``
 (auraloss multi-resolution STFT), ``mel_stft``, ``esr``, ``loudness`` (BS.1770 loudness
 difference, LU). DeepAFx-ST trains on ``mrstft`` + 100 x ``l1``.
@@ -36,6 +42,7 @@ from diffx.effects.base import EffectChain
 from diffx.effects.proxy import PROXY_MODES, ProxyChain
 from diffx.effects.spsa import SPSAChain
 from diffx.losses import ESRLoss, LoudnessLoss, MelSTFTLoss, MultiResolutionSTFTLoss
+from diffx.losses.loudness import integrated_loudness
 from diffx.nn import Controller, SpectralEncoder
 from diffx.tasks.base import AudioTask, check_loss_weights
 
@@ -43,6 +50,9 @@ GRADIENTS = ("autodiff", "spsa", "proxy")
 LOSSES = ("l1", "mrstft", "mel_stft", "esr", "loudness")
 DEFAULT_LOSSES = {"mrstft": 1.0, "l1": 100.0}
 """DeepAFx-ST's training loss: MR-STFT + 100 x L1 (shared ANCHORS.md)."""
+
+#: Largest gain (dB, either sign) of the reference-loudness stage before its correction.
+MAX_MATCH_GAIN_DB = 40.0
 
 METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db")
 
@@ -63,6 +73,9 @@ class StyleTransfer(AudioTask):
         sample_rate: Hz; linked from the data module by the CLI.
         controller_hidden, controller_layers: the controller MLP (DeepAFx-ST: 256, 3).
         learning_rate: Adam step size (DeepAFx-ST: 1e-4; 1e-5 with SPSA).
+        final_learning_rate: when given, the step size falls from ``learning_rate`` to this
+            value along a cosine over ``trainer.max_steps`` steps, so a short run can start
+            with big steps and still settle; ``None`` keeps the rate constant (DeepAFx-ST).
         losses: ``{name: weight}`` from :data:`LOSSES` (default :data:`DEFAULT_LOSSES`).
         spsa_epsilon: SPSA perturbation size in normalized units (DeepAFx-ST: 0.0005).
         spsa_perturbations: SPSA estimates averaged per item and step.
@@ -71,6 +84,10 @@ class StyleTransfer(AudioTask):
         proxies: with ``gradient: proxy``, one entry per effect of ``chain``: a proxy file from
             :class:`ProxyTraining`, or ``null`` to keep that (differentiable) effect.
         proxy_mode: ``"proxy"`` or ``"straight_through"`` (see :mod:`diffx.effects.proxy`).
+        loudness_match: end with the reference-loudness stage (module docs).
+        loudness_correction_db: the largest correction (either sign, dB) the controller adds
+            to the matched loudness; its one extra sigmoid output maps to
+            ``[-loudness_correction_db, +loudness_correction_db]``.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class StyleTransfer(AudioTask):
         controller_hidden: int = 256,
         controller_layers: int = 3,
         learning_rate: float = 1e-4,
+        final_learning_rate: float | None = None,
         losses: dict[str, float] | None = None,
         spsa_epsilon: float = 5e-4,
         spsa_perturbations: int = 1,
@@ -89,6 +107,8 @@ class StyleTransfer(AudioTask):
         spsa_patience: int = 10,
         proxies: list[str | None] | None = None,
         proxy_mode: str = "proxy",
+        loudness_match: bool = False,
+        loudness_correction_db: float = 3.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["chain", "encoder"])
@@ -110,12 +130,30 @@ class StyleTransfer(AudioTask):
             raise ValueError(
                 f"encoder {type(self.encoder).__name__} must have an integer embed_dim attribute"
             )
+        if not isinstance(loudness_match, bool):
+            raise ValueError(f"loudness_match must be true or false, got {loudness_match!r}")
+        self.loudness_match = loudness_match
+        if not (0 <= loudness_correction_db <= MAX_MATCH_GAIN_DB):
+            raise ValueError(
+                f"loudness_correction_db must lie in [0, {MAX_MATCH_GAIN_DB}], "
+                f"got {loudness_correction_db!r}"
+            )
+        self.loudness_correction_db = float(loudness_correction_db)
         self.controller = Controller(
-            embed_dim, chain.parameter_size(), hidden=controller_hidden, n_layers=controller_layers
+            embed_dim,
+            chain.parameter_size() + int(loudness_match),  # + the loudness correction
+            hidden=controller_hidden,
+            n_layers=controller_layers,
         )
         if not (learning_rate > 0):
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
         self.learning_rate = float(learning_rate)
+        if final_learning_rate is not None and not (0 <= final_learning_rate <= learning_rate):
+            raise ValueError(
+                f"final_learning_rate must lie in [0, learning_rate={learning_rate}], "
+                f"got {final_learning_rate!r}"
+            )
+        self.final_learning_rate = final_learning_rate
         self.losses = check_loss_weights(DEFAULT_LOSSES if losses is None else losses, LOSSES)
         self.loss_modules = nn.ModuleDict()
         if "mrstft" in self.losses:
@@ -165,6 +203,14 @@ class StyleTransfer(AudioTask):
         Both are ``(batch, channels, samples)``; channels are averaged for the encoder, and
         the two may differ in length.
         """
+        return self.predict(x, reference)[0]
+
+    def predict(
+        self, x: torch.Tensor, reference: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(chain parameters (batch, n_params), loudness correction in dB (batch,))``; the
+        correction is ``None`` without ``loudness_match``. Shapes as
+        :meth:`predict_parameters`."""
         x, reference = x.mean(dim=1, keepdim=True), reference.mean(dim=1, keepdim=True)
         if x.shape == reference.shape:
             # One call, so an encoder with batch statistics (BatchNorm in training) normalizes
@@ -173,14 +219,50 @@ class StyleTransfer(AudioTask):
             e_x, e_r = self.encoder(torch.cat([x, reference])).chunk(2)
         else:
             e_x, e_r = self.encoder(x), self.encoder(reference)
-        return self.controller(e_x, e_r)
+        out = self.controller(e_x, e_r)
+        if not self.loudness_match:
+            return out, None
+        correction_db = (2 * out[:, -1] - 1) * self.loudness_correction_db
+        return out[:, :-1], correction_db
 
     def forward(
         self, x: torch.Tensor, reference: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Process ``x`` in the style of ``reference``: returns ``(output, params)``."""
-        params = self.predict_parameters(x, reference)
-        return self.processor(x, params), params
+        params, correction_db = self.predict(x, reference)
+        y = self.processor(x, params)
+        if correction_db is not None:
+            y = self.match_loudness(y, reference, correction_db)
+        return y, params
+
+    def match_loudness(
+        self, y: torch.Tensor, reference: torch.Tensor, correction_db: torch.Tensor
+    ) -> torch.Tensor:
+        """Scale ``y`` to the loudness of ``reference`` plus ``correction_db``.
+
+        Args:
+            y: ``(batch, channels, samples)`` processed audio, at least 400 ms.
+            reference: ``(batch, channels', samples')`` style reference, at least 400 ms.
+            correction_db: ``(batch,)`` dB added to the reference's loudness.
+
+        Returns:
+            ``y`` times the gain, shaped like ``y``. The gain before the correction is
+            clipped to +-:data:`MAX_MATCH_GAIN_DB`, so near-silent audio on either side gives a
+            bounded gain instead of one that amplifies numerical noise (or mutes the output)
+            by a hundred dB. Gradients flow through the output's own loudness, so the chain's
+            overall level has no effect on the result.
+        """
+        for name, audio in (("output", y), ("reference", reference)):
+            if audio.shape[-1] < self.sample_rate * 0.4:
+                raise ValueError(
+                    f"loudness_match needs at least 400 ms of {name} audio (one BS.1770 block), "
+                    f"got {audio.shape[-1]} samples at {self.sample_rate} Hz"
+                )
+        gain_db = integrated_loudness(reference, self.sample_rate) - integrated_loudness(
+            y, self.sample_rate
+        )
+        gain_db = gain_db.clamp(-MAX_MATCH_GAIN_DB, MAX_MATCH_GAIN_DB) + correction_db
+        return y * torch.pow(10.0, gain_db / 20).to(y.dtype).view(-1, 1, 1)
 
     def physical_parameters(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"effect.param": (batch,) physical value}`` for normalized ``params``."""
@@ -201,7 +283,16 @@ class StyleTransfer(AudioTask):
 
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.learning_rate)
+        optimizer = torch.optim.Adam(trainable, lr=self.learning_rate)
+        if self.final_learning_rate is None:
+            return optimizer
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps < 1:
+            raise ValueError("final_learning_rate needs trainer.max_steps (the decay's length)")
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max_steps, eta_min=self.final_learning_rate
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred, _ = self(batch["input"], batch["reference"])

@@ -11,7 +11,13 @@ import scipy.signal
 import torch
 
 from diffx.nn import Controller, SpectralEncoder, TCNEncoder
-from diffx.nn.style import MAGNITUDE_EPS, STD_EPS
+from diffx.nn.style import (
+    FRAME_LEVEL_QUANTILES,
+    LEVEL_BAND_LOW_HZ,
+    LEVEL_SCALE_DB,
+    MAGNITUDE_EPS,
+    STD_EPS,
+)
 
 SR = 24000
 
@@ -30,7 +36,11 @@ def waveform(**kwargs) -> TCNEncoder:
     return TCNEncoder(**args)
 
 
-ENCODERS = {"spectral": spectral, "tcn": waveform}
+def spectral_levels(**kwargs) -> SpectralEncoder:
+    return spectral(level_bands=12, **kwargs)
+
+
+ENCODERS = {"spectral": spectral, "spectral_levels": spectral_levels, "tcn": waveform}
 
 
 def test_spectrogram_matches_numpy_frames():
@@ -58,6 +68,70 @@ def test_spectrogram_of_a_full_scale_sine_is_n_fft_over_4_to_the_0_3():
     # Silence sits at the documented floor.
     floor = encoder.spectrogram(torch.zeros(1, 1, 256, dtype=torch.float64))
     torch.testing.assert_close(floor, torch.full_like(floor, MAGNITUDE_EPS**0.15))
+
+
+def test_level_features_match_welch_numpy_frames_and_the_waveform():
+    encoder = spectral(level_bands=12).double()
+    torch.manual_seed(3)
+    T = 3000
+    t = torch.arange(T, dtype=torch.float64)
+    x = torch.stack(
+        [
+            0.3 * torch.randn(T, dtype=torch.float64),
+            0.5 * torch.sin(2 * math.pi * 1000 * t / SR) * torch.linspace(0.1, 1, T),
+        ]
+    ).unsqueeze(1)
+    features = encoder.level_features(x).numpy() * LEVEL_SCALE_DB
+    assert features.shape == (2, 12 + len(FRAME_LEVEL_QUANTILES) + 3)
+    weights = encoder.band_weights.double().numpy()
+    window = scipy.signal.get_window("hann", 256)
+    n_frames = 1 + (T - 256) // 64
+    for b in range(2):
+        signal = x[b, 0].numpy()
+        # Long-term spectrum: Welch's one-sided density (V^2/Hz) is twice the per-bin
+        # per-sample power (except at 0 and Nyquist) times n_fft / fs.
+        _, psd = scipy.signal.welch(
+            signal, fs=SR, window=window, nperseg=256, noverlap=192, detrend=False
+        )
+        per_bin = psd * SR / 256 / 2
+        per_bin[[0, -1]] *= 2
+        expected_bands = 10 * np.log10(weights @ per_bin + 1e-10)
+        np.testing.assert_allclose(features[b, :12], expected_bands, atol=1e-6)
+        # Frame levels: mean square of each Hann-windowed frame, over the window's energy.
+        frames = np.stack([signal[i * 64 : i * 64 + 256] for i in range(n_frames)])
+        frame_power = ((frames * window) ** 2).sum(-1) / (window**2).sum()
+        expected_frames = 10 * np.log10(np.quantile(frame_power, FRAME_LEVEL_QUANTILES) + 1e-10)
+        np.testing.assert_allclose(features[b, 12:16], expected_frames, atol=1e-6)
+        rms_db = 10 * np.log10(np.mean(signal**2) + 1e-10)
+        peak_db = 10 * np.log10(np.max(signal**2) + 1e-10)
+        np.testing.assert_allclose(features[b, 16:], [rms_db, peak_db, peak_db - rms_db])
+    # Analytic anchors: white noise of std 0.3 sits near -10.5 dB RMS; the ramped sine peaks
+    # at its last trough, sample 2994 (24 samples per cycle), where the ramp is 0.1 + 0.9 x
+    # 2994 / 2999.
+    assert abs(features[0, 16] - 20 * math.log10(0.3)) < 0.2
+    expected_peak = 0.5 * (0.1 + 0.9 * 2994 / 2999)
+    assert features[1, 17] == pytest.approx(20 * math.log10(expected_peak), abs=1e-6)
+    # Silence sits at the -100 dB floor (0 dB crest), finite.
+    silent = encoder.level_features(torch.zeros(1, 1, 512, dtype=torch.float64))[0]
+    expected = torch.full_like(silent, -100 / LEVEL_SCALE_DB)
+    expected[-1] = 0
+    torch.testing.assert_close(silent, expected)
+
+
+def test_level_bands_split_log_frequency_from_40_hz_to_nyquist():
+    encoder = spectral(level_bands=12)
+    bin_hz = np.arange(129) * SR / 256
+    edges = np.geomspace(LEVEL_BAND_LOW_HZ, SR / 2, 13)
+    weights = encoder.band_weights.numpy()
+    np.testing.assert_allclose(weights.sum(1), 1, rtol=1e-6)  # averages
+    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = (bin_hz >= low) & ((bin_hz < high) | (k == 11) & (bin_hz == SR / 2))
+        if inside.any():
+            np.testing.assert_allclose(weights[k], inside / inside.sum(), rtol=1e-6)
+        else:  # narrower than a bin: the nearest bin to its centre
+            assert weights[k].argmax() == np.abs(bin_hz - np.sqrt(low * high)).argmin()
+    with pytest.raises(ValueError, match="level_bands"):
+        spectral().level_features(torch.zeros(1, 1, 512))
 
 
 @pytest.mark.parametrize("kind", ENCODERS)
@@ -212,6 +286,7 @@ def test_controller_non_finite_embedding_is_named():
     [
         (lambda: SpectralEncoder(0), "sample_rate must be a positive"),
         (lambda: SpectralEncoder(SR, channels=()), "channels must name at least one"),
+        (lambda: SpectralEncoder(SR, level_bands=-1), "level_bands must be an integer >= 0"),
         (lambda: TCNEncoder(stride=0), "stride must be an integer >= 1"),
         (lambda: Controller(8, 0), "n_params must be an integer >= 1"),
     ],

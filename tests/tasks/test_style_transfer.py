@@ -156,6 +156,76 @@ def test_spsa_epsilon_halves_on_plateaus_and_survives_checkpoints():
     assert other.processor.epsilon == pytest.approx(2e-3)
 
 
+def test_cosine_decay_follows_the_closed_form(tmp_path):
+    """lr(k) = final + (lr0 - final) (1 + cos(pi k / K)) / 2 after k of K steps."""
+    import math
+
+    import pytorch_lightning as pl
+
+    lr0, final, max_steps = 1e-3, 1e-4, 5
+    seen = []
+
+    class RecordRate(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    model = make_model(learning_rate=lr0, final_learning_rate=final)
+    dm, _ = batch_from(model.chain)
+    trainer = pl.Trainer(
+        max_steps=max_steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[RecordRate()],
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert [step for step, _ in seen] == list(range(max_steps))
+    for step, lr in seen:
+        expected = final + (lr0 - final) * (1 + math.cos(math.pi * step / max_steps)) / 2
+        assert lr == pytest.approx(expected, rel=1e-9)
+    endless = pl.Trainer(
+        max_epochs=1, max_steps=-1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="trainer.max_steps"):
+        endless.fit(make_model(final_learning_rate=1e-5), datamodule=dm)
+
+
+def test_loudness_match_reaches_the_reference_loudness_plus_the_correction():
+    import pyloudnorm
+
+    torch.manual_seed(0)
+    model = make_model(loudness_match=True, loudness_correction_db=2.0).double().eval()
+    assert model.controller.n_params == model.chain.parameter_size() + 1
+    dm, batch = batch_from(model.chain, process_input=True)
+    x, reference = batch["input"].double(), batch["reference"].double()
+    with torch.no_grad():
+        params, correction_db = model.predict(x, reference)
+        y, same_params = model(x, reference)
+        unmatched = model.chain(x, params)
+    assert params.shape == (2, model.chain.parameter_size())
+    torch.testing.assert_close(same_params, params)
+    assert correction_db.shape == (2,) and (correction_db.abs() <= 2.0).all()
+    meter = pyloudnorm.Meter(SR)
+    for b in range(2):
+        # The stage is a gain: y is the chain's output scaled.
+        ratio = y[b, 0] / unmatched[b, 0]
+        gain = ratio[unmatched[b, 0].abs() > 1e-3]
+        torch.testing.assert_close(gain, gain[:1].expand_as(gain))
+        # Oracle: pyloudnorm's (hard-gated) BS.1770 loudness. The soft gates differ from the
+        # hard ones by well under 0.1 LU on program material.
+        target_lufs = meter.integrated_loudness(reference[b, 0].numpy()) + float(correction_db[b])
+        assert meter.integrated_loudness(y[b, 0].numpy()) == pytest.approx(target_lufs, abs=0.1)
+    # Bounded at silence: a silent output is not amplified by a hundred dB, and a silent
+    # reference mutes the output by at most MAX_MATCH_GAIN_DB plus the correction.
+    from diffx.tasks.style_transfer import MAX_MATCH_GAIN_DB
+
+    silent = torch.zeros_like(x)
+    with torch.no_grad():
+        muted = model.match_loudness(x, silent, torch.zeros(2, dtype=x.dtype))
+    torch.testing.assert_close(muted, x * 10 ** (-MAX_MATCH_GAIN_DB / 20))
+    with pytest.raises(ValueError, match="400 ms of reference"):
+        model.match_loudness(x, reference[..., :1000], correction_db)
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="gradient must be one of"):
         make_model(gradient="finite_differences")
@@ -165,6 +235,12 @@ def test_bad_settings_are_named(tmp_path):
         make_model(proxies=["a.pt", "b.pt"])
     with pytest.raises(ValueError, match="unknown loss"):
         make_model(losses={"l2": 1.0})
+    with pytest.raises(ValueError, match="loudness_correction_db must lie in"):
+        make_model(loudness_match=True, loudness_correction_db=-1.0)
+    with pytest.raises(ValueError, match="loudness_match must be true or false"):
+        make_model(loudness_match="yes")
+    with pytest.raises(ValueError, match="final_learning_rate must lie in"):
+        make_model(learning_rate=1e-4, final_learning_rate=1e-3)
     with pytest.raises(ValueError, match="chain runs at sample_rate"):
         make_model(chain=EffectChain([Gain(44100)]))
     with pytest.raises(ValueError, match="embed_dim"):
@@ -214,7 +290,7 @@ def test_proxy_training_lowers_the_error_on_a_fixed_batch():
 
 
 @pytest.mark.parametrize("level", [0.0, 1.0], ids=["silence", "full_scale"])
-@pytest.mark.parametrize("gradient", ["autodiff", "spsa", "proxy"])
+@pytest.mark.parametrize("gradient", ["autodiff", "spsa", "proxy", "autodiff_loudness_match"])
 def test_silence_and_full_scale_give_finite_losses_and_gradients(level, gradient):
     torch.manual_seed(0)
     chain = EffectChain([ParametricEQ(SR), Compressor(SR)])
@@ -223,6 +299,8 @@ def test_silence_and_full_scale_give_finite_losses_and_gradients(level, gradient
         kwargs["proxies"] = [
             NeuralProxy.for_effect(e, n_blocks=2, channels=4, kernel_size=3) for e in chain.effects
         ]
+    if gradient == "autodiff_loudness_match":
+        gradient, kwargs["loudness_match"] = "autodiff", True
     model = make_model(chain=chain, gradient=gradient, **kwargs)
     n = 8000
     square = torch.sign(torch.sin(torch.arange(n) * 2 * torch.pi * 220 / SR)).reshape(1, 1, n)
