@@ -10,11 +10,12 @@ Method:
   stand-in), the loss (auraloss MR-STFT + 100 x L1, DeepAFx-ST's), backward and an Adam
   step; batch 8 x 1 s at 24 kHz (the quickstart's setting), a ``SpectralEncoder`` and the
   256-wide controller. Examples are made once beforehand (data making is not timed).
-- Methods: autodiff through diffx's EQ + compressor; the same step with dasp-pytorch's
-  parametric EQ and compressor in the chain's place (a peer's differentiable effects, same
-  parameter count and ranges, mapped from the same normalized outputs); SPSA (1 perturbation)
-  around diffx's chain and around pedalboard's EQ + compressor; neural proxies (two TCNs, 4
-  blocks, 32 channels) in ``proxy`` and ``straight_through`` mode.
+- Methods: autodiff through diffx's EQ + compressor; the same with the quickstart's model
+  (log front end with level features, the reference-loudness stage); the same step with
+  dasp-pytorch's parametric EQ and compressor in the chain's place (a peer's differentiable
+  effects, same parameter count and ranges, mapped from the same normalized outputs); SPSA (1
+  perturbation) around diffx's chain and around pedalboard's EQ + compressor; neural proxies
+  (two TCNs, 4 blocks, 32 channels) in ``proxy`` and ``straight_through`` mode.
 - Times: median of N steps after two warm-up steps, ``torch.set_num_threads(T)``.
 - SPSA cost: the black-box chain evaluations per step (``B (1 + 2K)``) and the time the
   backward spends on them.
@@ -37,6 +38,7 @@ from report import write_section  # noqa: E402
 
 from diffx.data import StyleTransferDataModule  # noqa: E402
 from diffx.effects import EffectChain, NeuralProxy, ProxyChain  # noqa: E402
+from diffx.nn import SpectralEncoder  # noqa: E402
 from diffx.tasks import StyleTransfer  # noqa: E402
 
 SR = 24000
@@ -85,6 +87,11 @@ def make_task(method: str) -> StyleTransfer:
         if method.startswith("dasp"):
             task.processor = DaspChain(chain)
         return task
+    if method == "autodiff, quickstart model":
+        # configs/style_transfer/quickstart.yaml's additions: level features in the encoder and
+        # the reference-loudness stage (same chain, loss and batch as the other rows).
+        encoder = SpectralEncoder(SR, compression="log", level_bands=24)
+        return StyleTransfer(chain=chain, encoder=encoder, sample_rate=SR, loudness_match=True)
     if method == "spsa (diffx chain)":
         return StyleTransfer(chain=chain, sample_rate=SR, gradient="spsa")
     if method == "spsa (pedalboard chain)":
@@ -139,8 +146,9 @@ def main() -> None:
                                  val_examples=32, test_examples=8, batch_size=8)  # fmt: skip
     dm.setup("fit")
     batches = dm.fixed["val"]
-    methods = ["autodiff", "dasp-pytorch autodiff", "spsa (diffx chain)",
-               "spsa (pedalboard chain)", "proxy", "proxy straight-through"]  # fmt: skip
+    methods = ["autodiff", "autodiff, quickstart model", "dasp-pytorch autodiff",
+               "spsa (diffx chain)", "spsa (pedalboard chain)", "proxy",
+               "proxy straight-through"]  # fmt: skip
     rows, base = [], None
     for method in methods:
         try:

@@ -26,6 +26,12 @@ from diffx.losses import MultiResolutionSTFTLoss
 from diffx.tasks.base import AudioTask, check_loss_weights, error_energies
 
 LOSSES = ("l1", "mrstft")
+
+#: 100 x waveform L1 + MR-STFT, DeepAFx-ST's style-transfer weighting. MR-STFT alone is blind to
+#: phase, and at style-transfer levels (-23 LUFS, RMS about 0.07) an L1 of equal weight is too
+#: small to matter: on one fixed batch of the EQ proxy's data, 50 Adam steps at 1e-3 left the
+#: proxy's error-to-signal ratio at 1.34 with 1 x L1 and brought it to 0.08 with 100 x L1.
+DEFAULT_PROXY_LOSSES = {"l1": 100.0, "mrstft": 1.0}
 VALIDATION_SEED = 4321
 
 
@@ -38,7 +44,7 @@ class ProxyTraining(AudioTask):
         sample_rate: Hz; linked from the data module by the CLI.
         n_blocks, channels, kernel_size, dilation_growth: the TCN (DeepAFx-ST: 4, 64, 13, 8).
         learning_rate: Adam step size.
-        losses: ``{"l1": w, "mrstft": w}`` weights.
+        losses: ``{"l1": w, "mrstft": w}`` weights (default :data:`DEFAULT_PROXY_LOSSES`).
         export_name: file stem of the exported proxy (``None``: no export).
     """
 
@@ -72,7 +78,7 @@ class ProxyTraining(AudioTask):
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
         self.learning_rate = float(learning_rate)
         self.losses = check_loss_weights(
-            {"l1": 1.0, "mrstft": 1.0} if losses is None else losses, LOSSES
+            DEFAULT_PROXY_LOSSES if losses is None else losses, LOSSES
         )
         self.mrstft = MultiResolutionSTFTLoss()
         self.export_name = export_name
