@@ -40,7 +40,13 @@ from diffx.io.models import load_model
 from diffx.losses import DCLoss, MultiResolutionSTFTLoss, NMRLoss, make_pre_emphasis
 from diffx.losses.time_domain import esr
 from diffx.nn import WaveNet
-from diffx.tasks.base import AudioTask, is_recurrent, tbptt_frames, to_db
+from diffx.tasks.base import (
+    AudioTask,
+    adam_with_cosine_decay,
+    is_recurrent,
+    tbptt_frames,
+    to_db,
+)
 
 NMR_MIN_SAMPLES = 4096
 """Shortest loss frame: the NMR needs at least one 2048-sample STFT frame, two give an average."""
@@ -215,17 +221,10 @@ class AntiAliasFineTuning(AudioTask):
         return history[-1]["loss"]
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.student.parameters(), lr=self.learning_rate)
-        if self.final_learning_rate is None:
-            return optimizer
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps < 1:
-            raise ValueError("final_learning_rate needs trainer.max_steps (the decay's length)")
-        # Stepped by hand once per optimizer step (manual optimization).
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max_steps, eta_min=self.final_learning_rate
+        # With manual optimization the schedule is stepped by hand once per optimizer step.
+        return adam_with_cosine_decay(
+            self, self.student.parameters(), self.learning_rate, self.final_learning_rate
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- validation -------------------------------------------------------------------------
 

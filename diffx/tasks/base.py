@@ -60,6 +60,29 @@ def tbptt_frames(total: int, start: int, frame: int, min_frame: int = 1) -> list
     return bounds
 
 
+def adam_with_cosine_decay(
+    task: pl.LightningModule, parameters, learning_rate: float, final_learning_rate: float | None
+):
+    """Adam at ``learning_rate``; with ``final_learning_rate``, a per-step cosine decay to it.
+
+    The decay spans ``task.trainer.max_steps`` optimizer steps, so it returns Lightning's
+    optimizer dict; without ``final_learning_rate`` the bare optimizer (a constant rate).
+
+    Raises:
+        ValueError: ``final_learning_rate`` is given but the trainer has no ``max_steps``.
+    """
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    if final_learning_rate is None:
+        return optimizer
+    max_steps = task.trainer.max_steps
+    if max_steps is None or max_steps < 1:
+        raise ValueError("final_learning_rate needs trainer.max_steps (the decay's length)")
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max_steps, eta_min=final_learning_rate
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 class AudioTask(pl.LightningModule):
     """LightningModule base with TensorBoard audio and figure logging.
 

@@ -44,7 +44,7 @@ from diffx.effects.spsa import SPSAChain
 from diffx.losses import ESRLoss, LoudnessLoss, MelSTFTLoss, MultiResolutionSTFTLoss
 from diffx.losses.loudness import integrated_loudness
 from diffx.nn import Controller, SpectralEncoder
-from diffx.tasks.base import AudioTask, check_loss_weights
+from diffx.tasks.base import AudioTask, adam_with_cosine_decay, check_loss_weights
 
 GRADIENTS = ("autodiff", "spsa", "proxy")
 LOSSES = ("l1", "mrstft", "mel_stft", "esr", "loudness")
@@ -283,16 +283,7 @@ class StyleTransfer(AudioTask):
 
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=self.learning_rate)
-        if self.final_learning_rate is None:
-            return optimizer
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps < 1:
-            raise ValueError("final_learning_rate needs trainer.max_steps (the decay's length)")
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max_steps, eta_min=self.final_learning_rate
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adam_with_cosine_decay(self, trainable, self.learning_rate, self.final_learning_rate)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred, _ = self(batch["input"], batch["reference"])
