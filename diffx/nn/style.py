@@ -194,7 +194,10 @@ class SpectralEncoder(nn.Module):
             ``log10(|X|^2 + MAGNITUDE_EPS)`` with ``compression="log"``; ``frames = 1 +
             (samples - n_fft) // hop_length``.
         """
-        power = self._power(x)
+        return self._compress(self._power(x))
+
+    def _compress(self, power: torch.Tensor) -> torch.Tensor:
+        """Compressed magnitude (batch, 1, bins, frames) of |X|^2 (batch, bins, frames)."""
         if self.compression == "log":
             return torch.log10(power + MAGNITUDE_EPS).unsqueeze(1)
         return (power + MAGNITUDE_EPS).pow(MAGNITUDE_POWER / 2).unsqueeze(1)
@@ -213,7 +216,7 @@ class SpectralEncoder(nn.Module):
         )
         return torch.view_as_real(X).square().sum(-1)  # |X|^2 without the sqrt at 0
 
-    def level_features(self, x: torch.Tensor) -> torch.Tensor:
+    def level_features(self, x: torch.Tensor, power: torch.Tensor | None = None) -> torch.Tensor:
         """Absolute-level summary of audio, in dB divided by ``LEVEL_SCALE_DB``.
 
         Per item, in order:
@@ -229,6 +232,8 @@ class SpectralEncoder(nn.Module):
 
         Args:
             x: ``(batch, 1, samples)``, ``samples >= n_fft``.
+            power: ``x``'s ``|X|^2`` (``(batch, bins, frames)``) when the caller has it already,
+                so the STFT is not taken twice.
 
         Returns:
             ``(batch, level_bands + len(FRAME_LEVEL_QUANTILES) + 3)``.
@@ -236,7 +241,9 @@ class SpectralEncoder(nn.Module):
         if not self.level_bands:
             raise ValueError("level_features needs level_bands > 0")
         window_energy = self.n_fft * 3 / 8  # sum of a periodic Hann window's squares
-        power = self._power(x) / (window_energy * self.n_fft)  # (B, bins, frames)
+        if power is None:
+            power = self._power(x)
+        power = power / (window_energy * self.n_fft)  # (B, bins, frames)
         spectrum = power.mean(dim=-1) @ self.band_weights.to(power.dtype).T  # (B, bands)
         # Parseval: a frame's bin powers sum (one-sided, bins 1..N/2-1 counted twice) to the
         # frame's windowed energy; the two-sided sum over n_fft bins is the same sum.
@@ -260,12 +267,13 @@ class SpectralEncoder(nn.Module):
         Returns:
             ``(batch, embed_dim)``.
         """
-        features = self.cnn(self.spectrogram(x))  # (B, channels[-1], F', frames')
+        power = self._power(x)
+        features = self.cnn(self._compress(power))  # (B, channels[-1], F', frames')
         mean = features.mean(dim=-1)
         std = (features.var(dim=-1, unbiased=False) + STD_EPS).sqrt()
         pooled = torch.cat([mean, std], dim=1).flatten(1)
         if self.level_bands:
-            pooled = torch.cat([pooled, self.level_features(x)], dim=1)
+            pooled = torch.cat([pooled, self.level_features(x, power)], dim=1)
         return self.proj(pooled)
 
 
