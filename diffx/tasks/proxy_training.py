@@ -29,9 +29,11 @@ LOSSES = ("l1", "mrstft")
 
 #: 100 x waveform L1 + MR-STFT, DeepAFx-ST's style-transfer weighting. MR-STFT alone is blind to
 #: phase, and at style-transfer levels (-23 LUFS, RMS about 0.07) an L1 of equal weight is too
-#: small to matter: on one fixed batch of the EQ proxy's data, 50 Adam steps at 1e-3 left the
-#: proxy's error-to-signal ratio at 1.34 with 1 x L1 and brought it to 0.08 with 100 x L1.
+#: small to matter: `diffx fit --config configs/style_transfer/proxy_eq.yaml` with
+#: ``losses: {l1: 1.0, mrstft: 1.0}`` ended 2500 steps at a validation ESR of 1.40 (+1.5 dB),
+#: worse than silence; with these weights the same config reaches -9.1 dB.
 DEFAULT_PROXY_LOSSES = {"l1": 100.0, "mrstft": 1.0}
+
 VALIDATION_SEED = 4321
 
 
