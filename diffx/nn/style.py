@@ -171,10 +171,9 @@ class SpectralEncoder(nn.Module):
         for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
             last = k == self.level_bands - 1
             inside = (bin_hz >= low) & ((bin_hz <= high) if last else (bin_hz < high))
-            if not inside.any():
-                inside = (bin_hz - (low * high).sqrt()).abs() == (
-                    bin_hz - (low * high).sqrt()
-                ).abs().min()
+            if not inside.any():  # narrower than a bin: the bin nearest the band's centre
+                inside = torch.zeros_like(inside)
+                inside[(bin_hz - (low * high).sqrt()).abs().argmin()] = True
             rows.append(inside.double() / inside.sum())
         return torch.stack(rows).float()
 
