@@ -53,14 +53,17 @@ def _usage() -> str:
         "       diffx demo [--out DIR] [--seconds S]\n"
         "       diffx align --dry DRY.wav --wet WET.wav --out ALIGNED.wav [options]\n"
         "       diffx stylize --input IN.wav --reference REF.wav --ckpt MODEL.ckpt "
-        "--out OUT.wav\n\n"
+        "--out OUT.wav\n"
+        "       diffx timbre --input IN.wav --ckpt MODEL.ckpt --out OUT.wav "
+        "[--pitch-shift OCTAVES|auto] [--loudness-shift DB]\n\n"
         "  fit       train a task (add --ckpt_path last to resume)\n"
         "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
         "  test      run the test metrics\n"
         "  predict   process audio with a trained task\n"
         "  demo      run the core effects on the shipped demo audio\n"
         "  align     phase-align a dry recording to a processed one (allpass filters)\n"
-        "  stylize   process a recording in the style of a reference (trained model)\n\n"
+        "  stylize   process a recording in the style of a reference (trained model)\n"
+        "  timbre    play a recording's melody on a trained DDSP instrument\n\n"
         "`diffx fit --help` lists every option; configs live in configs/<task>/."
     )
 
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from diffx.stylize import main as stylize_main
 
         return stylize_main(argv[1:])
+    if argv[0] == "timbre":
+        from diffx.timbre import main as timbre_main
+
+        return timbre_main(argv[1:])
     if argv[0] not in TRAINING_SUBCOMMANDS:
         print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2

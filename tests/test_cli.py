@@ -17,7 +17,9 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 def test_configs_exist_for_each_task():
     tasks = {path.parent.name for path in CONFIGS}
-    assert {"effect_modeling", "antialias", "phase_alignment", "style_transfer"} <= tasks
+    assert {
+        "effect_modeling", "antialias", "phase_alignment", "style_transfer", "timbre_transfer"
+    } <= tasks
     for task in tasks:
         names = {p.stem for p in CONFIGS if p.parent.name == task}
         assert any(n.startswith("quickstart") for n in names), task
@@ -43,8 +45,12 @@ def tiny_proxies(spec: dict, folder: Path) -> list[str]:
     return paths
 
 
-def quick_overrides(config: Path, tmp_path: Path, teachers: dict[str, Path]) -> list[str]:
-    """Command-line overrides that shrink a config to a few CPU steps in ``tmp_path``."""
+def quick_overrides(
+    config: Path, tmp_path: Path, teachers: dict[str, Path], feature_cache: Path | None = None
+) -> list[str]:
+    """Command-line overrides that shrink a config to a few CPU steps in ``tmp_path``
+    (``feature_cache``: where timbre-transfer features are cached, default in ``tmp_path``)."""
+    feature_cache = feature_cache or tmp_path / "features"
     spec = yaml.safe_load(config.read_text())
     if "Pedalboard" in config.read_text():
         pytest.importorskip("pedalboard")
@@ -81,6 +87,19 @@ def quick_overrides(config: Path, tmp_path: Path, teachers: dict[str, Path]) -> 
             args += ["--model.init_args.channels=4", "--model.init_args.n_blocks=2"]
         if init.get("proxies"):
             args.append(f"--model.init_args.proxies={tiny_proxies(spec, tmp_path)}")
+    elif data.endswith("TimbreDataModule"):
+        args += [
+            "--trainer.max_steps=2",
+            "--data.init_args.steps_per_epoch=2",
+            "--data.init_args.clip_seconds=0.5",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.crepe_model=tiny",
+            f"--data.init_args.cache_dir={feature_cache}",
+            "--model.init_args.crepe_model=tiny",
+            "--model.init_args.hidden_size=16",
+            "--model.init_args.gru_size=16",
+            "--model.init_args.reverb_seconds=0.1",
+        ]
     elif data.endswith("PhaseAlignmentDataModule"):
         args += [
             "--trainer.max_steps=4",
@@ -109,8 +128,11 @@ def teachers(lstm_teacher_path, wavenet_teacher_path):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
-def test_every_config_trains_a_few_steps(config, tmp_path, teachers):
-    cli = _build_cli(["fit", f"--config={config}", *quick_overrides(config, tmp_path, teachers)])
+def test_every_config_trains_a_few_steps(config, tmp_path, teachers, tmp_path_factory):
+    # One feature cache for the whole session: the timbre configs share their phrases.
+    cache = tmp_path_factory.getbasetemp() / "timbre_features"
+    overrides = quick_overrides(config, tmp_path, teachers, cache)
+    cli = _build_cli(["fit", f"--config={config}", *overrides])
     assert cli.trainer.global_step == cli.trainer.max_steps
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
     run_dir = Path(cli.trainer.log_dir)
@@ -122,9 +144,10 @@ def test_every_config_trains_a_few_steps(config, tmp_path, teachers):
         p for p in run_dir.iterdir() if p.suffix in (".json", ".nam", ".pt") and p.stem != "config"
     ]
     task = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
-    # Every task exports its product, except style transfer, whose product is the checkpoint
-    # (`diffx stylize --ckpt`).
-    assert len(exported) == (0 if task == "StyleTransfer" else 1), exported
+    # Every task exports its product, except style and timbre transfer, whose product is the
+    # checkpoint (`diffx stylize --ckpt`, `diffx timbre --ckpt`).
+    product_is_checkpoint = task in ("StyleTransfer", "TimbreTransfer")
+    assert len(exported) == (0 if product_is_checkpoint else 1), exported
 
 
 def test_validate_uses_the_checkpoint(tmp_path, teachers):

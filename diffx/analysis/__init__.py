@@ -18,7 +18,12 @@ from diffx.analysis.metrics import (
     self_metrics,
 )
 from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
-from diffx.analysis.plots import plot_aliasing_metrics, plot_spectra, plot_tone_spectrum
+from diffx.analysis.plots import (
+    plot_aliasing_metrics,
+    plot_spectra,
+    plot_timbre_transfer,
+    plot_tone_spectrum,
+)
 from diffx.analysis.style import (
     crest_factor_db,
     parameter_error,
@@ -58,6 +63,7 @@ __all__ = [
     "parameter_error",
     "plot_aliasing_metrics",
     "plot_spectra",
+    "plot_timbre_transfer",
     "plot_tone_spectrum",
     "random_training_tones",
     "rule_based_match",

@@ -267,3 +267,70 @@ def plot_phase_alignment(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_timbre_transfer(
+    input_audio: np.ndarray,
+    output_audio: np.ndarray,
+    sample_rate: int,
+    frame_rate_hz: int,
+    f0_hz: np.ndarray,
+    loudness_db: np.ndarray,
+    output_f0_hz: np.ndarray | None = None,
+    output_loudness_db: np.ndarray | None = None,
+    titles: tuple[str, str] = ("input", "output"),
+    path: str | os.PathLike | None = None,
+    n_fft: int = 1024,
+) -> Figure:
+    """f0, loudness and spectrograms of a timbre transfer (or a resynthesis).
+
+    Args:
+        input_audio, output_audio: ``(samples,)`` audio at ``sample_rate`` Hz.
+        frame_rate_hz: frames per second of the features.
+        f0_hz, loudness_db: ``(frames,)`` controls the output was made from (e.g. the input's
+            features after pitch and loudness adjustment).
+        output_f0_hz, output_loudness_db: optional ``(frames,)`` features measured on the
+            output, drawn dashed over the controls.
+        titles: names of the two signals.
+        path: where to write a PNG, or ``None``.
+        n_fft: spectrogram window (Hann, hop ``n_fft / 4``).
+
+    Returns:
+        The figure: f0 (log axis) and loudness against time, then the two spectrograms in dB
+        re the louder signal's peak (log frequency axis, 60 dB range).
+    """
+    from scipy.signal import stft
+
+    signals = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (input_audio, output_audio)]
+    fig = Figure(figsize=(10, 9), layout="constrained")
+    axes = fig.subplots(4, 1, sharex=True)
+    t_frames = np.arange(len(f0_hz)) / frame_rate_hz
+    axes[0].plot(t_frames, f0_hz, label="control", linewidth=1.0)
+    if output_f0_hz is not None:
+        t_out = np.arange(len(output_f0_hz)) / frame_rate_hz
+        axes[0].plot(t_out, output_f0_hz, "--", label=f"{titles[1]} (CREPE)", linewidth=1.0)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("f0 (Hz)")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(t_frames, loudness_db, label="control", linewidth=1.0)
+    if output_loudness_db is not None:
+        t_out = np.arange(len(output_loudness_db)) / frame_rate_hz
+        axes[1].plot(t_out, output_loudness_db, "--", label=titles[1], linewidth=1.0)
+    axes[1].set_ylabel("loudness (dB, A)")
+    axes[1].legend(loc="upper right")
+    spectra = []
+    for x in signals:
+        freqs, times, z = stft(x, fs=sample_rate, nperseg=n_fft, noverlap=3 * n_fft // 4)
+        spectra.append((freqs, times, 20 * np.log10(np.maximum(np.abs(z), 1e-12))))
+    top = max(s[2].max() for s in spectra)
+    for ax, (freqs, times, level), name in zip(axes[2:], spectra, titles):
+        mesh = ax.pcolormesh(
+            times, freqs[1:], level[1:], vmin=top - 60, vmax=top, shading="auto", cmap="magma"
+        )
+        ax.set_yscale("log")
+        ax.set_ylim(40, sample_rate / 2)
+        ax.set_ylabel("Hz")
+        ax.set_title(name)
+    fig.colorbar(mesh, ax=axes[2:], label="dB re peak")
+    axes[-1].set_xlabel("time (s)")
+    return _save(fig, path)

@@ -1,10 +1,12 @@
 """LightningDataModules and datasets: audio pairs for effect modeling, tones for anti-aliasing,
-self-supervised style-transfer examples, phase-alignment pairs."""
+self-supervised style-transfer examples, phase-alignment pairs, instrument recordings with
+DDSP features for timbre transfer."""
 
 from diffx.data.alignment import PhaseAlignmentDataModule
 from diffx.data.pairs import AudioPairDataModule, SegmentDataset
 from diffx.data.sources import GUITAR_AND_BASS, expand_sources, load_sources, normalize_peak
 from diffx.data.style import CropPairs, StyleTransferDataModule
+from diffx.data.timbre import TimbreDataModule, shipped_instruments
 from diffx.data.tones import ToneDataModule
 
 __all__ = [
@@ -14,8 +16,10 @@ __all__ = [
     "CropPairs",
     "SegmentDataset",
     "StyleTransferDataModule",
+    "TimbreDataModule",
     "ToneDataModule",
     "expand_sources",
     "load_sources",
     "normalize_peak",
+    "shipped_instruments",
 ]

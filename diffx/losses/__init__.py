@@ -7,6 +7,7 @@ from diffx.losses.filters import (
     AntialiasLowpass,
     AWeighting,
     FirstOrderHighpass,
+    a_weighting_db,
     a_weighting_sos,
     antialias_lowpass_taps,
     make_pre_emphasis,
@@ -26,7 +27,12 @@ from diffx.losses.phase import (
     PhaseResponseLoss,
     ncc,
 )
-from diffx.losses.spectral import MelSTFTLoss, MultiResolutionSTFTLoss, mel_filterbank
+from diffx.losses.spectral import (
+    MelSTFTLoss,
+    MultiResolutionSTFTLoss,
+    MultiScaleSpectralLoss,
+    mel_filterbank,
+)
 from diffx.losses.time_domain import DCLoss, ESRLoss, dc_error, esr
 
 __all__ = [
@@ -44,7 +50,9 @@ __all__ = [
     "LoudnessLoss",
     "MelSTFTLoss",
     "MultiResolutionSTFTLoss",
+    "MultiScaleSpectralLoss",
     "NMRLoss",
+    "a_weighting_db",
     "a_weighting_sos",
     "antialias_lowpass_taps",
     "critical_bands",

@@ -74,8 +74,8 @@ class FirstOrderHighpass(nn.Module):
         return f"coefficient={self.coefficient}"
 
 
-def _analog_a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
-    """Analog A-weighting in dB (IEC 61672-1 eq. E.6), 0 dB at 1 kHz."""
+def a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
+    """Analog A-weighting in dB (IEC 61672-1 eq. E.6), 0 dB at 1 kHz; ``-inf`` at 0 Hz."""
     f1, f2, f3, f4 = A_WEIGHTING_POLES_HZ
 
     def magnitude(f: np.ndarray) -> np.ndarray:
@@ -84,7 +84,9 @@ def _analog_a_weighting_db(freqs_hz: np.ndarray) -> np.ndarray:
             (f2_ + f1**2) * np.sqrt((f2_ + f2**2) * (f2_ + f3**2)) * (f2_ + f4**2)
         )
 
-    return 20 * np.log10(magnitude(freqs_hz) / magnitude(np.array(A_WEIGHTING_REFERENCE_HZ)))
+    freqs_hz = np.asarray(freqs_hz, dtype=np.float64)
+    with np.errstate(divide="ignore"):  # 0 Hz is -inf dB (no DC passes), on purpose
+        return 20 * np.log10(magnitude(freqs_hz) / magnitude(np.array(A_WEIGHTING_REFERENCE_HZ)))
 
 
 def a_weighting_sos(sample_rate: float) -> np.ndarray:

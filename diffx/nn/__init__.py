@@ -3,6 +3,7 @@ parameterizes allpass cascades for phase alignment, and running them at a
 higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNets)."""
 
 from diffx.nn.biasnet import BiasNet, SineMLP
+from diffx.nn.ddsp import DDSPDecoder
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
 from diffx.nn.style import Controller, SpectralEncoder, TCNEncoder
@@ -12,6 +13,7 @@ from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 __all__ = [
     "BiasNet",
     "Controller",
+    "DDSPDecoder",
     "SineMLP",
     "SpectralEncoder",
     "TCN",

@@ -6,6 +6,7 @@ from diffx.tasks.effect_modeling import EffectModeling
 from diffx.tasks.phase_alignment import PhaseAlignment
 from diffx.tasks.proxy_training import ProxyTraining
 from diffx.tasks.style_transfer import StyleTransfer
+from diffx.tasks.timbre_transfer import TimbreTransfer
 
 __all__ = [
     "AntiAliasFineTuning",
@@ -14,4 +15,5 @@ __all__ = [
     "PhaseAlignment",
     "ProxyTraining",
     "StyleTransfer",
+    "TimbreTransfer",
 ]
