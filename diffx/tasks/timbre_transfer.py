@@ -30,15 +30,29 @@ from diffx.analysis.features import (
     resynthesis_errors,
 )
 from diffx.analysis.plots import plot_timbre_transfer
-from diffx.functional import fft_convolve, filtered_noise, harmonic_synth
+from diffx.functional import fft_convolve, filtered_noise, harmonic_synth, noise_reverb_ir
 from diffx.losses import MultiScaleSpectralLoss
 from diffx.losses.spectral import DDSP_FFT_SIZES
 from diffx.nn import DDSPDecoder
 from diffx.tasks.base import AudioTask, adam_with_cosine_decay
 
+REVERBS = ("noise", "free")
+
 REVERB_INIT_STD = 1e-6
-"""The reverb impulse response starts as noise this small (DDSP's initializer): practically
+"""The ``"free"`` reverb's taps start as noise this small (DDSP's initializer): practically
 dry, with a gradient in every tap."""
+
+REVERB_BANDS = 8
+"""Bands of the ``"noise"`` reverb, each with its own gain and decay time."""
+
+REVERB_MIN_RT60_S = 0.01
+REVERB_INIT_RT60_S = 0.3
+REVERB_MAX_GAIN_DB = 0.0
+REVERB_MIN_GAIN_DB = -80.0
+REVERB_INIT_GAIN_DB = -40.0
+"""The ``"noise"`` reverb's bands: RT60 between 10 ms and the response's length (so every tail
+has decayed by 60 dB before it is cut), energy between -80 and 0 dB relative to the dry sound;
+it starts at a 0.3 s decay 40 dB down (practically dry)."""
 
 METRICS = ("spectral_loss", "loudness_error_db", "f0_error_cents", "f0_within_50_cents")
 
@@ -53,6 +67,15 @@ class TimbreTransfer(AudioTask):
             (:class:`diffx.nn.DDSPDecoder`; the paper: 100, 65, 512, 512, 3).
         reverb_seconds: length of the learnable reverb impulse response (DDSP's solo
             instrument model: 48000 samples at 16 kHz, 3 s); 0 turns the reverb off.
+        reverb: how the response is learnt. ``"noise"``: Gaussian noise in
+            :data:`REVERB_BANDS` bands, each with a learnt gain and exponential decay
+            (:func:`diffx.functional.noise_reverb_ir`; like DDSP's ``ExpDecayReverb``, per
+            band). ``"free"``: every tap learnt on its own (DDSP's default
+            ``Reverb(trainable=True)``); with Adam each tap moves by about the learning rate
+            per step, so on short runs and dry data the taps drift into a long, loud,
+            non-decaying response that smears notes into each other (seen on the quickstart:
+            after 800 steps its 1 s response held 2.4 times the dry path's energy and had
+            barely decayed by its end).
         learning_rate: Adam step size (DDSP: 1e-3).
         final_learning_rate: cosine decay to this over ``trainer.max_steps`` (``None``: a
             constant rate).
@@ -73,6 +96,7 @@ class TimbreTransfer(AudioTask):
         gru_size: int = 512,
         mlp_layers: int = 3,
         reverb_seconds: float = 3.0,
+        reverb: str = "noise",
         learning_rate: float = 1e-3,
         final_learning_rate: float | None = None,
         fft_sizes: Sequence[int] = DDSP_FFT_SIZES,
@@ -87,6 +111,8 @@ class TimbreTransfer(AudioTask):
             raise ValueError(f"crepe_model must be one of {CREPE_MODELS}, got {crepe_model!r}")
         if not 0 <= reverb_seconds <= 10:
             raise ValueError(f"reverb_seconds must be in [0, 10], got {reverb_seconds}")
+        if reverb not in REVERBS:
+            raise ValueError(f"reverb must be one of {REVERBS}, got {reverb!r}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         self.sample_rate = int(sample_rate)
@@ -97,14 +123,24 @@ class TimbreTransfer(AudioTask):
         self.f0_metric = bool(f0_metric)
         self.example_seconds = float(example_seconds)
         self.decoder = DDSPDecoder(n_harmonics, n_noise_bands, hidden_size, gru_size, mlp_layers)
-        reverb_samples = round(reverb_seconds * sample_rate)
         # Tap 0 of the wet response is left out: the dry path is added with gain 1, so the
         # reverb can only add to the sound, never cancel it.
-        self.reverb_ir = (
-            nn.Parameter(REVERB_INIT_STD * torch.randn(reverb_samples - 1))
-            if reverb_samples > 1
-            else None
-        )
+        self.reverb_taps = round(reverb_seconds * sample_rate) - 1
+        self.reverb = reverb
+        self.reverb_ir = self.reverb_rt60_raw = self.reverb_gain_raw = None
+        if self.reverb_taps > 0 and reverb == "free":
+            self.reverb_ir = nn.Parameter(REVERB_INIT_STD * torch.randn(self.reverb_taps))
+        elif self.reverb_taps > 0:
+            self.reverb_max_rt60_s = max(reverb_seconds, 2 * REVERB_MIN_RT60_S)
+            init_rt60 = min(REVERB_INIT_RT60_S, 0.5 * self.reverb_max_rt60_s)
+            self.reverb_rt60_raw = nn.Parameter(
+                torch.full((REVERB_BANDS,), _logit(init_rt60, REVERB_MIN_RT60_S,
+                                                   self.reverb_max_rt60_s))
+            )  # fmt: skip
+            self.reverb_gain_raw = nn.Parameter(
+                torch.full((REVERB_BANDS,), _logit(REVERB_INIT_GAIN_DB, REVERB_MIN_GAIN_DB,
+                                                   REVERB_MAX_GAIN_DB))
+            )  # fmt: skip
         self.spectral_loss = MultiScaleSpectralLoss(fft_sizes, reduction="none")
         # What `diffx timbre` needs to know about the training data (set at fit start, saved
         # in checkpoints): the loudness quantiles of its notes and their mean pitch.
@@ -114,6 +150,23 @@ class TimbreTransfer(AudioTask):
         self._example: tuple | None = None
 
     # -- synthesis ---------------------------------------------------------------------------
+
+    def reverb_response(self) -> torch.Tensor | None:
+        """The wet impulse response from its second tap on, ``(taps,)``; ``None`` when off."""
+        if self.reverb_ir is not None:
+            return self.reverb_ir
+        if self.reverb_rt60_raw is None:
+            return None
+        rt60_s = REVERB_MIN_RT60_S + (self.reverb_max_rt60_s - REVERB_MIN_RT60_S) * torch.sigmoid(
+            self.reverb_rt60_raw
+        )
+        gain_db = REVERB_MIN_GAIN_DB + (REVERB_MAX_GAIN_DB - REVERB_MIN_GAIN_DB) * torch.sigmoid(
+            self.reverb_gain_raw
+        )
+        # A fixed noise draw (noise_reverb_ir's default seed): only gains and decays are learnt.
+        return noise_reverb_ir(rt60_s[None], gain_db[None], self.sample_rate, self.reverb_taps)[
+            0, 0
+        ]
 
     def forward(
         self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, noise_seed: int | None = None
@@ -151,8 +204,9 @@ class TimbreTransfer(AudioTask):
         noise = filtered_noise(controls["noise_magnitudes"], n_samples, generator=generator)
         dry = harmonic + noise
         audio = dry
-        if self.reverb_ir is not None:
-            audio = dry + fft_convolve(dry, nn.functional.pad(self.reverb_ir, (1, 0))[None, None])
+        response = self.reverb_response()
+        if response is not None:
+            audio = dry + fft_convolve(dry, nn.functional.pad(response, (1, 0))[None, None])
         return {"audio": audio, "harmonic": harmonic, "noise": noise, **controls}
 
     # -- training ----------------------------------------------------------------------------
@@ -263,6 +317,12 @@ class TimbreTransfer(AudioTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+
+def _logit(value: float, low: float, high: float) -> float:
+    """The pre-activation whose sigmoid maps to ``value`` on ``[low, high]``."""
+    fraction = (value - low) / (high - low)
+    return float(torch.logit(torch.tensor(fraction, dtype=torch.float64)))
 
 
 def summarize_errors(sums: dict[str, float]) -> dict[str, float]:

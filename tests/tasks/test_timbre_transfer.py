@@ -56,7 +56,7 @@ def test_a_constant_note_is_an_exact_sine_on_the_frame_grid():
 
 
 def test_reverb_adds_the_dry_sound_convolved_with_the_learned_response():
-    model = small_model(reverb_seconds=0.01)  # 160 taps
+    model = small_model(reverb_seconds=0.01, reverb="free")  # 159 learnt taps after tap 0
     model.decoder = FixedControls(amplitude=0.3, noise=0.01)
     with torch.no_grad():
         model.reverb_ir.copy_(0.1 * torch.randn(model.reverb_ir.shape))
@@ -68,6 +68,25 @@ def test_reverb_adds_the_dry_sound_convolved_with_the_learned_response():
     # The same seed gives the same noise.
     again = model(torch.full((1, 50), 300.0), torch.zeros(1, 50), noise_seed=3)
     torch.testing.assert_close(again["audio"], out["audio"])
+
+
+def test_noise_reverb_starts_quiet_and_always_decays_within_its_length():
+    model = small_model(reverb_seconds=0.5)
+    response = model.reverb_response().detach().double()
+    assert response.shape == (round(0.5 * SR) - 1,)
+    # Energy -40 dB at the start (noise_reverb_ir normalizes each band's envelope to unit
+    # energy; a 0.3 s decay is nearly complete within 0.5 s).
+    assert 10 * np.log10(float((response**2).sum())) == pytest.approx(-40.0, abs=1.0)
+    with torch.no_grad():  # the longest decay and the loudest gain the mapping allows
+        model.reverb_rt60_raw.fill_(20.0)
+        model.reverb_gain_raw.fill_(20.0)
+    response = model.reverb_response().detach().double().numpy()
+    tenth = response.size // 10
+    first, last = (response[:tenth] ** 2).sum(), (response[-tenth:] ** 2).sum()
+    assert 10 * np.log10(last / first) < -40.0  # RT60 <= the length: a real decay
+    assert 10 * np.log10((response**2).sum()) < 0.5  # at most the dry path's energy
+    with pytest.raises(ValueError, match="reverb"):
+        small_model(reverb="plate")
 
 
 def test_training_on_one_batch_lowers_the_spectral_loss():
