@@ -515,6 +515,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 def make_all_inputs(batch: int, seconds: float):
     frames = round(seconds * SR / HOP)
+    torch.manual_seed(0)  # the filtered noise of the audio
     ctrl = make_controls(batch, frames, seed=0)
     with torch.no_grad():
         target = diffx_synth(ctrl["f0"], ctrl["amp"], ctrl["dist"], ctrl["mags"])
@@ -593,6 +594,7 @@ def main() -> None:
         gc.collect()
     steppers = train_steppers(peer, PEER_REVERB_SECONDS)
     params = {}
+    reverb_mode = getattr(steppers["diffx"][1], "reverb", None)  # diffx's default reverb
     for lib, (step, model) in steppers.items():
         params[lib] = sum(p.numel() for p in model.parameters())
         busy |= training_running()
@@ -617,13 +619,23 @@ def main() -> None:
     print(f"other processes used {others:.2f} cores on average during the run")
     write_report(
         args, peer, peer_note, synth_checks, loss_checks, times, params, memory, elapsed,
-        (busy, others),
+        (busy, others), reverb_mode,
     )  # fmt: skip
     print(f"total {elapsed:.0f} s; wrote {args.out}")
 
 
 def write_report(
-    args, peer, peer_note, synth_checks, loss_checks, times, params, memory, elapsed, load
+    args,
+    peer,
+    peer_note,
+    synth_checks,
+    loss_checks,
+    times,
+    params,
+    memory,
+    elapsed,
+    load,
+    reverb_mode,
 ):
     busy, others = load
     frames = round(args.seconds * SR / HOP)
@@ -714,8 +726,8 @@ def write_report(
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     step_notes = {
-        "diffx": f"`TimbreTransfer(reverb_seconds={PEER_REVERB_SECONDS:g})`, "
-        "`spectral_loss(...).mean()`",
+        "diffx": f"`TimbreTransfer(reverb_seconds={PEER_REVERB_SECONDS:g})` (default "
+        f"`reverb={reverb_mode!r}`), `spectral_loss(...).mean()`".replace("'", '"'),
         PEER: f"`DDSP(512, 100, 65, 16000, block_size={HOP})`, `train.py` loss (FFT 4096..128)",
     }
     d = times.get(("train step", "diffx"))
@@ -751,8 +763,26 @@ def write_report(
             f"| {r['lib']} | {r['value']:.5f} | {r['ref']:.5f} | {rel:.1e} | {r['definition']} |"
         )
     lines += ["", "## Differences between the implementations", ""]
-    lines += [f"- {d}" for d in DIFFERENCES]
+    lines += [f"- {d}" for d in differences(reverb_mode)]
     report.write_section(args.out, "ddsp", "\n".join(lines))
+
+
+def differences(reverb_mode: str | None) -> list[str]:
+    """The list for the report; the reverb item follows diffx's default reverb."""
+    diffx_reverb = {
+        "noise": 'diffx\'s default (`reverb="noise"`) is a fixed Gaussian noise draw in 8 '
+        "bands, each with a learnt gain and exponential decay (`noise_reverb_ir`); "
+        '`reverb="free"` learns every tap instead',
+        "free": "diffx's is a free learnable impulse response (every tap learnt)",
+    }.get(reverb_mode, f"diffx's is its `reverb={reverb_mode!r}` response")
+    reverb = (
+        f"Reverb: the peer's is {PEER_REVERB_SECONDS:g} s (`Reverb(sampling_rate, ...)`): "
+        "learnable noise taps times a learnable exponential decay and a learnable wet gain "
+        "(one band), tap 0 fixed to 1, convolved by an FFT of twice the clip length; "
+        f"{diffx_reverb}; {PEER_REVERB_SECONDS:g} s here to match (diffx's default is 3 s), "
+        "added to the dry path."
+    )
+    return [*DIFFERENCES[:5], reverb, *DIFFERENCES[5:]]
 
 
 DIFFERENCES = [
@@ -774,10 +804,6 @@ DIFFERENCES = [
     "Filtered noise: the peer filters each block by itself and drops the filter's tail "
     "(no overlap-add) with a zero-phase impulse response; diffx overlap-adds linear-phase "
     "127-tap FIR outputs (63 samples of delay).",
-    f"Reverb: the peer's is {PEER_REVERB_SECONDS:g} s (`Reverb(sampling_rate, ...)`, "
-    "exponentially decaying learnable noise with learnable decay and wet gain, convolved by "
-    "an FFT of twice the clip length); diffx's is a free learnable impulse response "
-    "(`reverb_seconds`, default 3 s; 1 s here to match) added to the dry signal.",
     "Loss: the peer's STFT is normalized (`normalized=True`, magnitudes / sqrt(n_fft)) with "
     "reflect padding and FFT sizes 4096..128 in its config; diffx's is unnormalized with zero "
     "padding and DDSP's 2048..64. Both: Hann window of n_fft, 75 % overlap, L1 of linear and "
