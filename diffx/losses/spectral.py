@@ -296,6 +296,16 @@ LOG_MAGNITUDE_EPS = 1e-7
 """Added to every magnitude before the log, so silence gives a finite loss and gradient."""
 
 
+def _stft_magnitude(rows: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """``|STFT|`` of ``rows (n, samples)``: periodic Hann of ``n_fft``, centred zero-padded
+    frames, no normalization; ``(n, n_fft // 2 + 1, frames)``."""
+    window = torch.hann_window(n_fft, dtype=rows.dtype, device=rows.device)
+    return torch.stft(
+        rows, n_fft, hop_length=hop, window=window, center=True, pad_mode="constant",
+        return_complex=True,
+    ).abs()
+
+
 class MultiScaleSpectralLoss(nn.Module):
     """DDSP's multi-scale spectral loss: L1 on linear and on log STFT magnitudes, summed over
     FFT sizes.
@@ -361,15 +371,8 @@ class MultiScaleSpectralLoss(nn.Module):
         pred_rows, target_rows = pred.reshape(B * C, T), target.reshape(B * C, T)
         total = pred.new_zeros(B, C)
         for n_fft, hop in zip(self.fft_sizes, self.hops):
-            window = torch.hann_window(n_fft, dtype=pred.dtype, device=pred.device)
-
-            def magnitude(rows: torch.Tensor) -> torch.Tensor:
-                return torch.stft(
-                    rows, n_fft, hop_length=hop, window=window, center=True,
-                    pad_mode="constant", return_complex=True,
-                ).abs()
-
-            p, t = magnitude(pred_rows), magnitude(target_rows)
+            p = _stft_magnitude(pred_rows, n_fft, hop)
+            t = _stft_magnitude(target_rows, n_fft, hop)
             per_item = self.linear_weight * (p - t).abs().mean(dim=(-2, -1))
             if self.log_weight:
                 log_gap = torch.log(p + self.eps) - torch.log(t + self.eps)
