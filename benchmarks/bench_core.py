@@ -49,6 +49,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import report  # noqa: E402
+from report import fmt_ms, ratio  # noqa: E402
 
 THREADS = 2
 MAIN = (8, 131072)
@@ -182,16 +183,6 @@ def machine() -> str:
     except (OSError, AttributeError):
         pass
     return f"{cpu}; {os.cpu_count()} logical CPUs; {platform.platform()}"
-
-
-def fmt_ms(v) -> str:
-    return f"{v:.1f}" if isinstance(v, float) else str(v)
-
-
-def ratio(peer, diffx) -> str:
-    if isinstance(peer, float) and isinstance(diffx, float) and diffx > 0:
-        return f"{peer / diffx:.2f}x"
-    return "-"
 
 
 def best_peer(rows: dict, key: str) -> tuple[str, float] | None:

@@ -70,6 +70,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
+from report import fmt_ms, ratio  # noqa: E402
 
 from diffx.functional import filtered_noise, harmonic_synth  # noqa: E402
 from diffx.losses import MultiScaleSpectralLoss  # noqa: E402
@@ -524,16 +525,6 @@ def make_all_inputs(batch: int, seconds: float):
     return ctrl, pred, target
 
 
-def fmt(v) -> str:
-    return f"{v:.1f}" if isinstance(v, float) else str(v)
-
-
-def ratio(peer_ms, diffx_ms) -> str:
-    if isinstance(peer_ms, float) and isinstance(diffx_ms, float) and diffx_ms > 0:
-        return f"{peer_ms / diffx_ms:.2f}x"
-    return "-"
-
-
 def shown_command() -> str:
     """The command line without the machine-specific ``--peer-repo``."""
     shown, skip = [], False
@@ -608,7 +599,7 @@ def main() -> None:
         for section in ("synth fwd+bwd", "loss fwd+bwd", "train step"):
             for lib in libs:
                 memory[(section, lib)] = measure_memory(section, lib, args)
-                print(f"memory {section:14s} {lib:20s} {fmt(memory[(section, lib)])} MiB")
+                print(f"memory {section:14s} {lib:20s} {fmt_ms(memory[(section, lib)])} MiB")
 
     busy |= training_running()
     if busy:
@@ -697,8 +688,8 @@ def write_report(
             f, b = times.get((fwd_key, lib), "-"), times.get((bwd_key, lib), "-")
             mem = memory.get((bwd_key, lib), "-")
             out.append(
-                f"| {lib} | {fmt(f)} | {ratio(f, d_f)} | {fmt(b)} | {ratio(b, d_b)} | "
-                f"{fmt(mem)} | {notes.get(lib, '')} |"
+                f"| {lib} | {fmt_ms(f)} | {ratio(f, d_f)} | {fmt_ms(b)} | {ratio(b, d_b)} | "
+                f"{fmt_ms(mem)} | {notes.get(lib, '')} |"
             )
         return out + [""]
 
@@ -734,8 +725,8 @@ def write_report(
     for lib in libs:
         t = times.get(("train step", lib))
         lines.append(
-            f"| {lib} | {fmt(t)} | {1e3 / t:.2f} | {ratio(t, d)} | "
-            f"{fmt(memory.get(('train step', lib), '-'))} | {params.get(lib, '-'):,} | "
+            f"| {lib} | {fmt_ms(t)} | {1e3 / t:.2f} | {ratio(t, d)} | "
+            f"{fmt_ms(memory.get(('train step', lib), '-'))} | {params.get(lib, '-'):,} | "
             f"{step_notes[lib]} |"
         )
     lines += [

@@ -22,3 +22,15 @@ def write_section(path: str, name: str, markdown: str) -> None:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block
     with open(path, "w") as f:
         f.write(text)
+
+
+def fmt_ms(value) -> str:
+    """A time in ms with one decimal, or the placeholder string given instead."""
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def ratio(peer_ms, diffx_ms) -> str:
+    """``peer / diffx`` as ``"1.23x"`` (> 1: diffx is faster), ``"-"`` when either is missing."""
+    if isinstance(peer_ms, float) and isinstance(diffx_ms, float) and diffx_ms > 0:
+        return f"{peer_ms / diffx_ms:.2f}x"
+    return "-"
