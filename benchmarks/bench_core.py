@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 
@@ -152,13 +151,7 @@ def measure_memory(op_name: str, lib: str, batch: int, samples: int) -> float | 
         "--memory-child",
         f"{op_name},{lib},{batch},{samples}",
     ]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
-        return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
-    except subprocess.CalledProcessError as err:
-        return "failed: " + (err.stderr.strip().splitlines() or ["?"])[-1][:80]
-    except subprocess.TimeoutExpired:
-        return "timeout"
+    return report.child_peak_mib(cmd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -482,13 +482,7 @@ def measure_memory(section: str, lib: str, args) -> float | str:
         "--threads", str(args.threads), "--batch", str(args.batch), "--seconds",
         str(args.seconds), "--peer-repo", args.peer_repo,
     ]  # fmt: skip
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
-        return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
-    except subprocess.CalledProcessError as err:
-        return "failed: " + (err.stderr.strip().splitlines() or ["?"])[-1][:80]
-    except subprocess.TimeoutExpired:
-        return "timeout"
+    return report.child_peak_mib(cmd)
 
 
 # --------------------------------------------------------------------------------------------

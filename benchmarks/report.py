@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
 
 
 def write_section(path: str, name: str, markdown: str) -> None:
@@ -34,3 +36,15 @@ def ratio(peer_ms, diffx_ms) -> str:
     if isinstance(peer_ms, float) and isinstance(diffx_ms, float) and diffx_ms > 0:
         return f"{peer_ms / diffx_ms:.2f}x"
     return "-"
+
+
+def child_peak_mib(cmd: list[str]) -> float | str:
+    """Run a benchmark's ``--memory-child`` command line and read the peak MiB it prints as
+    JSON on its last line; a short reason string instead when it fails or times out."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+    except subprocess.CalledProcessError as err:
+        return "failed: " + (err.stderr.strip().splitlines() or ["?"])[-1][:80]
+    except subprocess.TimeoutExpired:
+        return "timeout"
