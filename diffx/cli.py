@@ -55,7 +55,8 @@ def _usage() -> str:
         "       diffx stylize --input IN.wav --reference REF.wav --ckpt MODEL.ckpt "
         "--out OUT.wav\n"
         "       diffx timbre --input IN.wav --ckpt MODEL.ckpt --out OUT.wav "
-        "[--pitch-shift OCTAVES|auto] [--loudness-shift DB]\n\n"
+        "[--pitch-shift OCTAVES|auto] [--loudness-shift DB]\n"
+        "       diffx postfilter {pairs,gv,merge,apply} ... (see diffx postfilter --help)\n\n"
         "  fit       train a task (add --ckpt_path last to resume)\n"
         "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
         "  test      run the test metrics\n"
@@ -63,7 +64,8 @@ def _usage() -> str:
         "  demo      run the core effects on the shipped demo audio\n"
         "  align     phase-align a dry recording to a processed one (allpass filters)\n"
         "  stylize   process a recording in the style of a reference (trained model)\n"
-        "  timbre    play a recording's melody on a trained DDSP instrument\n\n"
+        "  timbre    play a recording's melody on a trained DDSP instrument\n"
+        "  postfilter  make feature pairs, GV statistics; merge and apply post-filters\n\n"
         "`diffx fit --help` lists every option; configs live in configs/<task>/."
     )
 
@@ -132,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         from diffx.stylize import main as stylize_main
 
         return stylize_main(argv[1:])
+    if argv[0] == "postfilter":
+        from diffx.postfilter import main as postfilter_main
+
+        return postfilter_main(argv[1:])
     if argv[0] == "timbre":
         from diffx.timbre import main as timbre_main
 

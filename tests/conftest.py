@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +79,17 @@ def wavenet_teacher_path(tmp_path):
     path = tmp_path / "teacher.nam"
     save_model(tiny_wavenet(), path)
     return path
+
+
+def shared_postfilter_cache(tmp_path_factory) -> Path:
+    """One cache of analysed post-filter pairs for the whole run, shared by pytest-xdist's
+    workers (their base folders share a parent); building it is atomic."""
+    return tmp_path_factory.getbasetemp().parent / "postfilter_pairs"
+
+
+@pytest.fixture(scope="session")
+def postfilter_pairs(tmp_path_factory) -> Path:
+    """The shipped ``violin_ddsp`` pairs, WORLD-analysed once per test run."""
+    from diffx.data.postfilter import shipped_pairs
+
+    return shipped_pairs("violin_ddsp", shared_postfilter_cache(tmp_path_factory), progress=False)

@@ -10,6 +10,7 @@ from diffx.cli import _build_cli, main
 from diffx.io import load_model
 from diffx.losses.time_domain import esr
 from diffx.nn import LSTMAmp, WaveNet
+from tests.conftest import shared_postfilter_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -100,6 +101,17 @@ def quick_overrides(
             "--model.init_args.gru_size=16",
             "--model.init_args.reverb_seconds=0.1",
         ]
+    elif data.endswith("PostFilterDataModule"):
+        trained = spec["model"]["init_args"]["train_streams"]
+        tiny = "{" + ", ".join(f"{s}: {{channels: 4, disc_channels: 4}}" for s in trained) + "}"
+        args += [
+            "--trainer.max_steps=4",  # two optimizer steps per batch
+            "--data.init_args.segment_frames=32",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.segments_per_epoch=4",
+            f"--data.init_args.cache_dir={feature_cache}",
+            f"--model.init_args.settings={tiny}",
+        ]
     elif data.endswith("PhaseAlignmentDataModule"):
         args += [
             "--trainer.max_steps=4",
@@ -131,6 +143,8 @@ def teachers(lstm_teacher_path, wavenet_teacher_path):
 def test_every_config_trains_a_few_steps(config, tmp_path, teachers, tmp_path_factory):
     # One feature cache for the whole session: the timbre configs share their phrases.
     cache = tmp_path_factory.getbasetemp() / "timbre_features"
+    if "postfilter" in config.parts:
+        cache = shared_postfilter_cache(tmp_path_factory)
     overrides = quick_overrides(config, tmp_path, teachers, cache)
     cli = _build_cli(["fit", f"--config={config}", *overrides])
     assert cli.trainer.global_step == cli.trainer.max_steps

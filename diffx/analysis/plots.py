@@ -334,3 +334,56 @@ def plot_timbre_transfer(
     fig.colorbar(mesh, ax=axes[2:], label="dB re peak")
     axes[-1].set_xlabel("time (s)")
     return _save(fig, path)
+
+
+def plot_postfilter(
+    natural: np.ndarray,
+    variants: dict[str, np.ndarray],
+    spectra_db: dict[str, np.ndarray] | None = None,
+    frame_rate_hz: float = 200.0,
+    sample_rate: int | None = None,
+    offset: int = 0,
+    stream: str = "mgc",
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Global variance per dimension and spectral envelopes of post-filtered features.
+
+    Args:
+        natural: ``(frames, dims)`` natural features of one stream (voiced frames).
+        variants: ``{name: (frames, dims)}`` the same utterance predicted and post-filtered.
+        spectra_db: optional ``{name: (frames, bins)}`` envelopes in dB (e.g. from
+            :func:`diffx.analysis.acoustic.mgc_to_log_spectrum_db`), drawn as spectrograms.
+        frame_rate_hz, sample_rate: axes of the spectrograms.
+        offset: the first dimension drawn in the GV panel (post-filtered dims).
+        stream: its name, for labels.
+        path: where to write a PNG, or ``None``.
+
+    Returns:
+        The figure: GV (log scale) per dimension of each variant against natural, then one
+        spectrogram per entry of ``spectra_db``.
+    """
+    spectra_db = spectra_db or {}
+    rows = 1 + len(spectra_db)
+    fig = Figure(figsize=(9, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
+    dims = np.arange(offset, natural.shape[1])
+    axes[0].semilogy(dims, natural[:, offset:].var(axis=0), "k", lw=2, label="natural")
+    for name, feats in variants.items():
+        axes[0].semilogy(dims, feats[:, offset:].var(axis=0), label=name)
+    axes[0].set(
+        xlabel=f"{stream} dimension", ylabel="variance over frames", title="global variance"
+    )
+    axes[0].legend(fontsize=8, ncol=len(variants) + 1)
+    if spectra_db:
+        high = max(float(np.max(s)) for s in spectra_db.values())
+        for ax, (name, spec) in zip(axes[1:], spectra_db.items()):
+            t_max = spec.shape[0] / frame_rate_hz
+            f_max = (sample_rate or 2 * (spec.shape[1] - 1)) / 2
+            ax.imshow(
+                spec.T, origin="lower", aspect="auto", vmin=high - 80, vmax=high,
+                extent=(0, t_max, 0, f_max / 1000 if sample_rate else spec.shape[1]),
+                cmap="magma",
+            )
+            ax.set(title=f"{name}: spectral envelope (dB)", xlabel="time (s)",
+                   ylabel="kHz" if sample_rate else "bin")
+    return _save(fig, path)

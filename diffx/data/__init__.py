@@ -4,12 +4,14 @@ DDSP features for timbre transfer."""
 
 from diffx.data.alignment import PhaseAlignmentDataModule
 from diffx.data.pairs import AudioPairDataModule, SegmentDataset
+from diffx.data.postfilter import PostFilterDataModule
 from diffx.data.sources import GUITAR_AND_BASS, expand_sources, load_sources, normalize_peak
 from diffx.data.style import CropPairs, StyleTransferDataModule
 from diffx.data.timbre import TimbreDataModule, shipped_instruments
 from diffx.data.tones import ToneDataModule
 
 __all__ = [
+    "PostFilterDataModule",
     "GUITAR_AND_BASS",
     "AudioPairDataModule",
     "PhaseAlignmentDataModule",

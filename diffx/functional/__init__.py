@@ -28,6 +28,7 @@ from diffx.functional.filters import (
     sos_frequency_response,
     sosfilt,
 )
+from diffx.functional.postfilter import moving_average, utterance_statistics, variance_scaling
 from diffx.functional.reverb import (
     band_masks,
     convolution_reverb,
@@ -39,6 +40,9 @@ from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_fram
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
 
 __all__ = [
+    "moving_average",
+    "utterance_statistics",
+    "variance_scaling",
     "diode_clipper",
     "ALLPASS_KINDS",
     "FILTER_TYPES",

@@ -6,11 +6,21 @@ from diffx.nn.biasnet import BiasNet, SineMLP
 from diffx.nn.ddsp import DDSPDecoder
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
+from diffx.nn.postfilter import (
+    Conv2dDiscriminator,
+    Conv2dPostFilter,
+    GVPostFilter,
+    MultiStreamPostFilter,
+)
 from diffx.nn.style import Controller, SpectralEncoder, TCNEncoder
 from diffx.nn.tcn import TCN
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 
 __all__ = [
+    "Conv2dDiscriminator",
+    "Conv2dPostFilter",
+    "GVPostFilter",
+    "MultiStreamPostFilter",
     "BiasNet",
     "Controller",
     "DDSPDecoder",

@@ -4,11 +4,13 @@ from diffx.tasks.antialias import AntiAliasFineTuning
 from diffx.tasks.base import AudioTask
 from diffx.tasks.effect_modeling import EffectModeling
 from diffx.tasks.phase_alignment import PhaseAlignment
+from diffx.tasks.postfilter import GANPostFilter
 from diffx.tasks.proxy_training import ProxyTraining
 from diffx.tasks.style_transfer import StyleTransfer
 from diffx.tasks.timbre_transfer import TimbreTransfer
 
 __all__ = [
+    "GANPostFilter",
     "AntiAliasFineTuning",
     "AudioTask",
     "EffectModeling",

@@ -1,0 +1,327 @@
+"""``diffx postfilter``: make feature pairs, compute GV statistics, merge trained post-filters,
+and post-filter features or audio.
+
+    diffx postfilter pairs --timbre-ckpt VIOLIN.ckpt --instrument violin --out pairs/
+    diffx postfilter pairs --predicted PRED_DIR --natural NAT_DIR --split train --out pairs/
+    diffx postfilter gv --natural pairs/train/out_postfilter --out gv.npz [--stream mgc:2]
+    diffx postfilter merge MGC.pt BAP.pt --out merged.pt
+    diffx postfilter apply --input IN.wav|IN.npy --out OUT.wav|OUT.npy \\
+        [--postfilter merged.pt|run.ckpt] [--gv gv.npz --strength 1.0]
+
+``apply`` on audio runs WORLD analysis with the settings the post-filter was trained with,
+post-filters the features (the GAN first, then GV scaling, when both are given) and
+synthesizes the result; on a ``.npy`` of raw features it writes the filtered features, plus a
+``.wav`` beside them when the features are WORLD's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffx.analysis.acoustic import StreamLayout, WorldSettings, world_analysis, world_synthesis
+from diffx.nn.postfilter import GVPostFilter, MultiStreamPostFilter
+
+MERGE_TOLERANCE = 1e-5
+"""Relative difference allowed between the scalers of post-filters that are merged."""
+
+
+def load_postfilter(path: str | Path) -> tuple[MultiStreamPostFilter, WorldSettings | None]:
+    """A trained post-filter from ``postfilter.pt`` (export or merge) or a ``GANPostFilter``
+    Lightning checkpoint, in eval mode, with its WORLD settings (``None`` if not WORLD's).
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"post-filter {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ValueError(
+            f"{path}: not a readable post-filter ({type(err).__name__}: {err})"
+        ) from err
+    if isinstance(state, dict) and state.get("format") == "diffx-postfilter":
+        model = MultiStreamPostFilter.from_state(state)
+        world = WorldSettings(**state["world"]) if state.get("world") else None
+    elif isinstance(state, dict) and "state_dict" in state and "hyper_parameters" in state:
+        from diffx.tasks import GANPostFilter
+
+        try:
+            task = GANPostFilter.load_from_checkpoint(path, map_location="cpu")
+        except (TypeError, KeyError, RuntimeError) as err:
+            raise ValueError(f"{path}: not a GANPostFilter checkpoint ({err})") from err
+        model, world = task.postfilter, task.world
+    else:
+        raise ValueError(f"{path}: neither a postfilter.pt nor a GANPostFilter checkpoint")
+    return model.eval(), world
+
+
+def merge_postfilters(models: list[MultiStreamPostFilter]) -> MultiStreamPostFilter:
+    """One post-filter holding the generators of ``models`` (e.g. an ``mgc`` and a ``bap``
+    post-filter trained separately, NNSVS's recommended recipe).
+
+    Raises:
+        ValueError: different stream layouts or scalers, or a stream filtered twice.
+    """
+    if len(models) < 2:
+        raise ValueError("merging needs at least two post-filters")
+    first = models[0]
+    filters, offsets = {}, {}
+    for model in models:
+        if model.layout != first.layout:
+            raise ValueError(
+                f"stream layouts differ: {first.layout.to_dict()} vs {model.layout.to_dict()}"
+            )
+        for name in ("mean", "scale"):
+            a, b = getattr(first, name), getattr(model, name)
+            if not torch.allclose(a, b, rtol=MERGE_TOLERANCE, atol=MERGE_TOLERANCE):
+                raise ValueError(
+                    f"the post-filters were trained with different feature scalers ({name}); "
+                    "train them on the same pairs"
+                )
+        for stream, module in model.filters.items():
+            if stream in filters:
+                raise ValueError(f"stream {stream!r} is post-filtered by more than one input")
+            filters[stream], offsets[stream] = module, model.offsets[stream]
+    return MultiStreamPostFilter(first.layout, filters, offsets, first.mean, first.scale**2)
+
+
+def save_postfilter(
+    model: MultiStreamPostFilter, world: WorldSettings | None, path: str | Path
+) -> Path:
+    state = model.state()
+    state["world"] = world.to_dict() if world is not None else None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def enhance_features(
+    features: np.ndarray,
+    postfilter: MultiStreamPostFilter | None = None,
+    gv: GVPostFilter | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Raw features ``(frames, dims)`` through the GAN post-filter (noise from ``seed``) and
+    then the GV post-filter, each when given."""
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
+    with torch.no_grad():
+        if postfilter is not None:
+            x = postfilter.eval()(x, torch.Generator().manual_seed(seed))
+        if gv is not None:
+            x = gv(x)
+    return x[0].numpy()
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _world_from_args(args) -> WorldSettings:
+    return WorldSettings(
+        args.sample_rate,
+        args.frame_period_ms,
+        args.mgc_order,
+        None,
+        args.f0_floor_hz,
+        args.f0_ceil_hz,
+        args.f0_method,
+    )
+
+
+def _pairs(args) -> int:
+    from diffx.data.postfilter import make_pairs
+    from diffx.io.audio import load_audio
+
+    splits: dict[str, list] = {}
+    if args.timbre_ckpt:
+        from diffx.data.timbre import SPLITS, instrument_files
+        from diffx.timbre import load_timbre_model, timbre_transfer
+
+        model = load_timbre_model(args.timbre_ckpt)
+        if args.sample_rate != model.sample_rate:
+            raise ValueError(
+                f"--sample-rate {args.sample_rate} differs from the model's {model.sample_rate}"
+            )
+        for split in SPLITS:
+            for path in instrument_files(args.instrument, split):
+                audio, _ = load_audio(path, model.sample_rate, mono=True)
+                result = timbre_transfer(model, audio[0], auto_adjust=False, noise_seed=0)
+                splits.setdefault(split, []).append((path.stem, result.audio, audio[0].numpy()))
+    else:
+        if not (args.predicted and args.natural):
+            raise ValueError("give --timbre-ckpt, or both --predicted and --natural")
+        pred_dir, nat_dir = Path(args.predicted), Path(args.natural)
+        files = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+        if not files:
+            raise FileNotFoundError(f"no .wav or .flac files in {pred_dir}")
+        for path in files:
+            partner = nat_dir / path.name
+            if not partner.is_file():
+                raise FileNotFoundError(f"{path.name} has no partner {partner}")
+            pred, _ = load_audio(path, args.sample_rate, mono=True)
+            nat, _ = load_audio(partner, args.sample_rate, mono=True)
+            splits.setdefault(args.split, []).append((path.stem, pred[0].numpy(), nat[0].numpy()))
+    out = make_pairs(splits, args.out, _world_from_args(args))
+    counts = {k: len(v) for k, v in splits.items()}
+    print(f"wrote feature pairs {counts} to {out}")
+    return 0
+
+
+def _parse_streams(values: list[str]) -> dict[str, int]:
+    streams = {}
+    for value in values:
+        name, _, offset = value.partition(":")
+        try:
+            streams[name] = int(offset or 0)
+        except ValueError:
+            raise ValueError(f"--stream takes NAME or NAME:OFFSET, got {value!r}") from None
+    return streams
+
+
+def _gv(args) -> int:
+    layout = StreamLayout.from_dict(args.streams) if args.streams else None
+    gv = GVPostFilter.from_folder(
+        args.natural,
+        layout,
+        _parse_streams(args.stream or ["mgc:2"]),
+        args.strength,
+        voiced_only=not args.all_frames,
+    )
+    gv.save(args.out)
+    print(f"wrote GV statistics of {args.natural} to {args.out}")
+    return 0
+
+
+def _merge(args) -> int:
+    loaded = [load_postfilter(p) for p in args.postfilters]
+    worlds = {tuple(sorted(w.to_dict().items())) for _, w in loaded if w is not None}
+    if len(worlds) > 1:
+        raise ValueError("the post-filters were trained on features with different WORLD settings")
+    merged = merge_postfilters([m for m, _ in loaded])
+    world = next((w for _, w in loaded if w is not None), None)
+    path = save_postfilter(merged, world, args.out)
+    print(f"merged streams {sorted(merged.filters)} into {path}")
+    return 0
+
+
+def _apply(args) -> int:
+    import soundfile as sf
+
+    from diffx.io.audio import load_audio
+
+    if not (args.postfilter or args.gv):
+        raise ValueError("give --postfilter, --gv or both")
+    postfilter, world = load_postfilter(args.postfilter) if args.postfilter else (None, None)
+    gv = GVPostFilter.load(args.gv, strength=args.strength) if args.gv else None
+    layout = postfilter.layout if postfilter is not None else gv.layout
+    if gv is not None and gv.layout != layout:
+        raise ValueError(f"--gv's streams {gv.layout.to_dict()} differ from {layout.to_dict()}")
+    src, out = Path(args.input), Path(args.out)
+    if not src.is_file():
+        raise FileNotFoundError(f"input {src} does not exist")
+    if src.suffix.lower() == ".npy":
+        from diffx.data.postfilter import read_features
+
+        features = read_features(src, layout.dims)
+    else:
+        if world is None and not args.sample_rate_given:
+            raise ValueError(
+                "no WORLD settings come with the post-filter: give --sample-rate (and the "
+                "other analysis options the features were made with), or post-filter .npy "
+                "features"
+            )
+        world = world or _world_from_args(args)
+        audio, _ = load_audio(src, world.sample_rate, mono=True)
+        if not torch.any(audio != 0):
+            print(f"warning: {src} is silent", file=sys.stderr)
+        features = layout.join(world_analysis(audio[0].numpy(), world))
+    enhanced = enhance_features(features, postfilter, gv, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, enhanced)
+        if world is not None:
+            sf.write(
+                out.with_suffix(".wav"),
+                world_synthesis(layout.split(enhanced), world),
+                world.sample_rate,
+            )
+    else:
+        if world is None:
+            raise ValueError("writing audio needs WORLD features; give an .npy --out")
+        sf.write(out, world_synthesis(layout.split(enhanced), world), world.sample_rate)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_world_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: %(default)s)")
+    parser.add_argument("--frame-period-ms", type=float, default=5.0)
+    parser.add_argument("--mgc-order", type=int, default=59)
+    parser.add_argument("--f0-floor-hz", type=float, default=71.0)
+    parser.add_argument("--f0-ceil-hz", type=float, default=800.0)
+    parser.add_argument("--f0-method", choices=("harvest", "dio"), default="harvest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffx postfilter", description="post-filters for predicted acoustic features"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pairs = sub.add_parser("pairs", help="WORLD feature pairs (predicted, natural) from audio")
+    pairs.add_argument("--out", required=True, help="pairs folder (NNSVS layout)")
+    pairs.add_argument(
+        "--timbre-ckpt",
+        help="a TimbreTransfer checkpoint: its resynthesis of "
+        "the shipped phrases of --instrument is the prediction",
+    )
+    pairs.add_argument("--instrument", default="violin")
+    pairs.add_argument("--predicted", help="folder of predicted audio")
+    pairs.add_argument("--natural", help="folder of natural audio (same file names)")
+    pairs.add_argument("--split", default="train", choices=("train", "valid", "test"))
+    _add_world_options(pairs)
+
+    gv = sub.add_parser("gv", help="GV statistics of natural features")
+    gv.add_argument("--natural", required=True, help="folder of natural .npy features")
+    gv.add_argument("--out", required=True, help="the .npz to write")
+    gv.add_argument("--stream", action="append", help="NAME[:OFFSET] to scale (default mgc:2)")
+    gv.add_argument("--strength", type=float, default=1.0)
+    gv.add_argument("--all-frames", action="store_true", help="not only voiced frames")
+    gv.set_defaults(streams=None)
+
+    merge = sub.add_parser("merge", help="merge post-filters trained on different streams")
+    merge.add_argument("postfilters", nargs="+", help="postfilter.pt files or checkpoints")
+    merge.add_argument("--out", required=True)
+
+    apply = sub.add_parser("apply", help="post-filter audio or features")
+    apply.add_argument("--input", required=True, help=".wav/.flac audio or .npy raw features")
+    apply.add_argument("--out", required=True, help=".wav or .npy")
+    apply.add_argument("--postfilter", help="postfilter.pt or a GANPostFilter checkpoint")
+    apply.add_argument("--gv", help="GV statistics (.npz from `gv` or a training run)")
+    apply.add_argument("--strength", type=float, default=None, help="GV strength (default: saved)")
+    apply.add_argument("--seed", type=int, default=0, help="the GAN's noise seed")
+    _add_world_options(apply)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.sample_rate_given = any(a.startswith("--sample-rate") for a in argv)
+    handlers = {"pairs": _pairs, "gv": _gv, "merge": _merge, "apply": _apply}
+    try:
+        return handlers[args.command](args)
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as err:
+        print(f"diffx postfilter {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
