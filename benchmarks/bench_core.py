@@ -122,9 +122,6 @@ def label(err: float) -> str:
 # Peak memory in a fresh subprocess
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
 
 
 def memory_child(op_name: str, lib: str, batch: int, samples: int) -> None:
@@ -138,9 +135,9 @@ def memory_child(op_name: str, lib: str, batch: int, samples: int) -> None:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
-    base = _rss_kib("VmRSS")
+    base = report.rss_kib("VmRSS")
     run_once(impl, x, params, backward=True)
-    peak = _rss_kib("VmHWM")
+    peak = report.rss_kib("VmHWM")
     print(json.dumps({"peak_mib": (peak - base) / 1024}))
 
 

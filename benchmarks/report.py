@@ -48,3 +48,39 @@ def child_peak_mib(cmd: list[str]) -> float | str:
         return "failed: " + (err.stderr.strip().splitlines() or ["?"])[-1][:80]
     except subprocess.TimeoutExpired:
         return "timeout"
+
+
+def rss_kib(field: str) -> int:
+    """A field of ``/proc/self/status`` in KiB (``VmRSS``: now, ``VmHWM``: peak)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+
+
+def training_running() -> bool:
+    """Whether a ``diffx fit`` process is running (it competes for the same cores)."""
+    try:
+        out = subprocess.run(["pgrep", "-f", "diffx fit"], capture_output=True, text=True)
+    except OSError:
+        return False
+    return any(int(pid) != os.getpid() for pid in out.stdout.split())
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of the whole machine, of this process and its finished children)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+    t = os.times()
+    return busy / ticks, t.user + t.system + t.children_user + t.children_system
+
+
+def shown_command(script: str, argv: list[str]) -> str:
+    """``python <script> <argv>`` without the machine-specific ``--peer-repo``."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--peer-repo"):
+            skip = arg == "--peer-repo"
+            continue
+        shown.append(arg)
+    return " ".join(["python", script, *shown])

@@ -96,10 +96,14 @@ def main() -> None:
             gv(torch.from_numpy(p.predicted)).numpy() for p in pairs
         ],
     }
+    sources = []
     for path in args.postfilter:
         model, _ = load_postfilter(path)
-        name = f"GAN {'+'.join(sorted(model.filters))} ({Path(path).parent.name}/{Path(path).name})"
+        name = f"GAN {'+'.join(sorted(model.filters))}"
+        if name in variants:
+            name += f" ({len(sources) + 1})"
         variants[name] = [enhance_features(p.predicted, model, seed=0) for p in pairs]
+        sources.append(f"{name}: {path}")
 
     rows = {name: scores(v, natural, masks, layout, streams) for name, v in variants.items()}
     columns = list(next(iter(rows.values())))
@@ -112,6 +116,7 @@ def main() -> None:
     lines += [
         f"| {n} | " + " | ".join(f"{r[c]:.2f}" for c in columns) + " |" for n, r in rows.items()
     ]
+    lines += [""] + [f"- {source}" for source in sources]
     report = "\n".join(lines)
     print(report)
 
@@ -122,7 +127,8 @@ def main() -> None:
         first = {"natural": natural[0]} | {n: v[0] for n, v in variants.items()}
         for i, (name, features) in enumerate(first.items()):
             audio = world_synthesis(layout.split(features), world)
-            sf.write(out / f"{i}_{name.split(' ')[0].lower()}.wav", audio, world.sample_rate)
+            stem = name.split(" (")[0].replace(" ", "_").replace("+", "_").lower()
+            sf.write(out / f"{i}_{stem}.wav", audio, world.sample_rate)
         if "mgc" in layout.names and masks is not None:
             mgc, voiced = layout.span("mgc"), masks[0]
             plot_postfilter(

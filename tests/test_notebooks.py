@@ -26,4 +26,4 @@ def test_notebook_runs(path, tmp_path):
 
 
 def test_there_is_a_notebook_per_task_with_one():
-    assert {"phase_alignment"} <= {p.stem for p in NOTEBOOKS}
+    assert {"phase_alignment", "timbre_transfer", "postfilter"} <= {p.stem for p in NOTEBOOKS}

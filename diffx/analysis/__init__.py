@@ -1,6 +1,16 @@
 """Measurements of audio models: harmonic analysis of tone responses, the aliasing metrics of
 Carson et al. (DAFx 2025), their test tones, FFT-domain oversampling, and plots."""
 
+from diffx.analysis.acoustic import (
+    StreamLayout,
+    WorldSettings,
+    global_variance,
+    gv_ratio_db,
+    mel_cepstral_distortion_db,
+    modulation_spectrum_distance_db,
+    world_analysis,
+    world_synthesis,
+)
 from diffx.analysis.harmonic import (
     HarmonicAnalysis,
     bandlimit,
@@ -41,6 +51,14 @@ from diffx.analysis.tones import (
 )
 
 __all__ = [
+    "StreamLayout",
+    "WorldSettings",
+    "global_variance",
+    "gv_ratio_db",
+    "mel_cepstral_distortion_db",
+    "modulation_spectrum_distance_db",
+    "world_analysis",
+    "world_synthesis",
     "AUDIBILITY_NMR_DB",
     "AliasingReport",
     "HarmonicAnalysis",

@@ -373,7 +373,7 @@ def plot_postfilter(
     axes[0].set(
         xlabel=f"{stream} dimension", ylabel="variance over frames", title="global variance"
     )
-    axes[0].legend(fontsize=8, ncol=len(variants) + 1)
+    axes[0].legend(fontsize=7, loc="upper right")
     if spectra_db:
         high = max(float(np.max(s)) for s in spectra_db.values())
         for ax, (name, spec) in zip(axes[1:], spectra_db.items()):

@@ -71,16 +71,28 @@ def variance_scaling(
         raise ValueError(f"strength must be a finite number >= 0, got {strength}")
     if torch.any(global_variance[offset:] < 0) or not torch.all(torch.isfinite(global_variance)):
         raise ValueError("global_variance must be finite and non-negative")
-    mean, variance, _ = utterance_statistics(features, frame_mask)
-    ratio = global_variance.to(features) / variance.clamp_min(eps)
-    # A flat trajectory has nothing to scale: keep its gain at 1 instead of sqrt(gv / eps).
-    gain = torch.where(variance > eps, ratio ** (0.5 * strength), torch.ones_like(ratio))
-    scaled = mean[..., None, :] + gain[..., None, :] * (features - mean[..., None, :])
+    # Only the dims from ``offset`` on are touched: statistics and scaling work on that slice.
+    # (Two explicit passes: torch.var_mean over the frame axis is several times slower.)
+    x = features[..., offset:]
+    if frame_mask is None:
+        mean = x.mean(dim=-2, keepdim=True)
+        centred = x - mean
+        variance = centred.square().mean(dim=-2, keepdim=True)
+    else:
+        mean, variance, _ = utterance_statistics(x, frame_mask)
+        mean, variance = mean[..., None, :], variance[..., None, :]
+        centred = x - mean
+    target = global_variance[offset:].to(features)
+    # A flat trajectory (variance under eps) has nothing to scale: its gain stays 1.
+    gain = torch.where(
+        variance > eps, (target / variance.clamp_min(eps)) ** (0.5 * strength), 1.0
+    )
+    scaled = centred * gain + mean
     if frame_mask is not None:
-        scaled = torch.where(frame_mask[..., None].bool(), scaled, features)
-    keep = torch.zeros(features.shape[-1], dtype=torch.bool, device=features.device)
-    keep[:offset] = True
-    return torch.where(keep, features, scaled)
+        scaled = torch.where(frame_mask[..., None].bool(), scaled, x)
+    if offset == 0:
+        return scaled
+    return torch.cat([features[..., :offset], scaled], dim=-1)
 
 
 def moving_average(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -145,21 +145,33 @@ class Conv2dDiscriminator(nn.Module):
     """2-D CNN discriminator over the ``(frames, dims)`` plane (Kaneko et al., 2017).
 
     Channels ``C, 2C, 4C, 2C`` with LeakyReLU(0.2), the last three with stride 2 in time, then
-    a convolution to one channel: a map of real/fake scores. Unlike NNSVS (no padding), the
-    convolutions pad to keep the feature axis, so one-dimensional streams (``bap`` at 16 kHz)
-    fit as well.
+    a convolution to one channel: a map of real/fake scores.
 
     Args:
         channels: ``C``.
         kernel_size: ``(time, feature)``, odd.
+        padding: ``(time, feature)`` zero padding of every convolution; ``None`` keeps the
+            sizes (``kernel // 2``), which one-dimensional streams (``bap`` at 16 kHz) need.
+            NNSVS's ``mgc`` recipe uses ``(0, 0)`` (the maps shrink), its ``bap`` recipe
+            ``None``.
     """
 
-    def __init__(self, channels: int = 32, kernel_size: int | Sequence[int] = (7, 3)) -> None:
+    def __init__(
+        self,
+        channels: int = 32,
+        kernel_size: int | Sequence[int] = (7, 3),
+        padding: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         kernel = _pair(kernel_size, "kernel_size")
-        padding = (kernel[0] // 2, kernel[1] // 2)
+        if padding is None:
+            padding = (kernel[0] // 2, kernel[1] // 2)
+        padding = tuple(int(p) for p in padding)
+        if len(padding) != 2 or min(padding) < 0:
+            raise ValueError(f"padding must be two sizes >= 0 (time, feature), got {padding}")
+        self.padding = padding
         C = channels
         widths = [(1, C, 1), (C, 2 * C, 2), (2 * C, 4 * C, 2), (4 * C, 2 * C, 2)]
         self.layers = nn.ModuleList(
@@ -171,11 +183,29 @@ class Conv2dDiscriminator(nn.Module):
         self.score = nn.Conv2d(2 * C, 1, kernel, padding=padding)
         _kaiming(self)
 
+    def output_size(self, frames: int, dims: int) -> tuple[int, int]:
+        """``(frames', dims')`` of the score map for a ``(frames, dims)`` plane."""
+        for conv in [layer[0] for layer in self.layers] + [self.score]:
+            (kt, kf), (st, sf), (pt, pf) = conv.kernel_size, conv.stride, conv.padding
+            frames = (frames + 2 * pt - kt) // st + 1
+            dims = (dims + 2 * pf - kf) // sf + 1
+        return frames, dims
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``x (batch, frames, dims)`` -> every layer's output; the last is the score map
-        ``(batch, 1, frames', dims)`` (``frames' ~ frames / 8``)."""
+        ``(batch, 1, frames', dims')`` (``frames' ~ frames / 8``; ``dims' = dims`` with the
+        default padding).
+
+        Raises:
+            ValueError: a wrong shape, or a plane too small for the unpadded convolutions.
+        """
         if x.dim() != 3:
             raise ValueError(f"expected (batch, frames, dims) features, got {tuple(x.shape)}")
+        if min(self.output_size(x.shape[1], x.shape[2])) < 1:
+            raise ValueError(
+                f"features of {tuple(x.shape[1:])} (frames, dims) are too small for the "
+                f"discriminator's padding {self.padding}; use padding None"
+            )
         y = x[:, None]
         outputs = []
         for layer in self.layers:

@@ -29,12 +29,14 @@ Audio (WORLD synthesis of natural, predicted, GV- and GAN-post-filtered features
 utterance) and a GV/spectrogram figure go to TensorBoard.
 
 At the end of fitting, the run folder receives ``postfilter.pt`` (the generators with their
-scaler, for ``diffx postfilter apply`` and ``merge``), ``scaler.npz``, ``gv.npz`` (the GV
-post-filter) and ``streams.json``.
+scaler, for ``diffx postfilter apply`` and ``merge``; the weights of the best checkpoint on
+``val/loss`` when a checkpoint callback monitors it, else the final ones), ``scaler.npz``,
+``gv.npz`` (the GV post-filter) and ``streams.json``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +74,7 @@ STREAM_DEFAULTS = {
         "smoothed_width": 100,
         "disc_channels": 32,
         "disc_kernel_size": [7, 3],
+        "disc_padding": [0, 0],
     },
     "bap": {
         "offset": 0,
@@ -81,6 +84,7 @@ STREAM_DEFAULTS = {
         "smoothed_width": 5,
         "disc_channels": 16,
         "disc_kernel_size": [7, 3],
+        "disc_padding": None,
     },
 }
 """Per-stream settings of NNSVS's recipes (``postfilter_mgc.yaml``, ``postfilter_bap.yaml``);
@@ -95,6 +99,7 @@ SETTING_KEYS = (
     "smoothed_width",
     "disc_channels",
     "disc_kernel_size",
+    "disc_padding",
 )
 VARIANTS = ("none", "gv", "gan")
 DEFAULT_STREAMS = {"mgc": 60, "lf0": 1, "vuv": 1, "bap": 1}
@@ -124,7 +129,9 @@ class GANPostFilter(AudioTask):
             discriminator.
         settings: per-stream overrides of :data:`STREAM_DEFAULTS` (``offset``, ``channels``,
             ``kernel_size``, ``noise_type``, ``noise_scale``, ``smoothed_width``,
-            ``disc_channels``, ``disc_kernel_size``).
+            ``disc_channels``, ``disc_kernel_size``, ``disc_padding``: ``[0, 0]`` for
+            ``mgc`` as in NNSVS's recipe, which needs segments of at least 97 frames;
+            ``null`` keeps the plane's size).
         adv_weight, fm_weight, mse_weight: generator loss weights (NNSVS: 1, 10, 0).
         learning_rate, betas: Adam's, for both networks.
         lr_step_epochs, lr_gamma: StepLR.
@@ -196,8 +203,14 @@ class GANPostFilter(AudioTask):
                 cfg["smoothed_width"],
             )
             discriminators[name] = Conv2dDiscriminator(
-                cfg["disc_channels"], cfg["disc_kernel_size"]
+                cfg["disc_channels"], cfg["disc_kernel_size"], cfg["disc_padding"]
             )
+            if discriminators[name].output_size(10**6, size - offsets[name])[1] < 1:
+                raise ValueError(
+                    f"the {name!r} stream's {size - offsets[name]} dims are too few for its "
+                    f"discriminator's padding {cfg['disc_padding']}: set "
+                    f"settings.{name}.disc_padding to null"
+                )
         zeros = torch.zeros(self.layout.dims)
         self.postfilter = MultiStreamPostFilter(self.layout, generators, offsets, zeros, zeros + 1)
         self.discriminators = nn.ModuleDict(discriminators)
@@ -293,27 +306,34 @@ class GANPostFilter(AudioTask):
             generated[name] = generator(self._normalize(batch["predicted"], dims))
             real[name] = self._normalize(batch["natural"], dims)
 
-        # Discriminator: natural -> 1, generated -> 0.
+        # Discriminator: natural -> 1, generated -> 0. Its hidden maps of the natural features
+        # are kept for feature matching (as NNSVS does: maps of the discriminator before this
+        # update, which saves running it on the natural features twice).
         loss_d = 0.0
+        real_maps = {}
         for name, disc in self.discriminators.items():
-            d_real = disc(real[name] * weights)[-1]
+            maps = disc(real[name] * weights)
+            real_maps[name] = [m.detach() for m in maps[:-1]]
             d_fake = disc(generated[name].detach() * weights)[-1]
-            loss_d = loss_d + ((d_real - 1) ** 2).mean() + (d_fake**2).mean()
+            loss_d = loss_d + ((maps[-1] - 1) ** 2).mean() + (d_fake**2).mean()
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         self.clip_gradients(opt_d, gradient_clip_val=self.clip_norm, gradient_clip_algorithm="norm")
         opt_d.step()
 
         # Generator: fool the discriminator, match its hidden maps, (optionally) the features.
-        loss_adv = loss_fm = loss_mse = 0.0
+        zero = batch["natural"].new_zeros(())
+        loss_adv, loss_fm, loss_mse = zero, zero, zero
         for name, disc in self.discriminators.items():
             fake_maps = disc(generated[name] * weights)
-            with torch.no_grad():
-                real_maps = disc(real[name] * weights)
             loss_adv = loss_adv + ((1 - fake_maps[-1]) ** 2).mean()
-            loss_fm = loss_fm + sum(F.l1_loss(f, r) for f, r in zip(fake_maps[:-1], real_maps[:-1]))
+            if self.fm_weight > 0:
+                pairs = zip(fake_maps[:-1], real_maps[name])
+                loss_fm = loss_fm + sum(F.l1_loss(f, r) for f, r in pairs)
+            # The MSE is cheap: computed (and logged) whatever its weight.
             squared = (generated[name] - real[name]) ** 2 * frames
-            loss_mse = loss_mse + squared.sum() / (frames.sum() * squared.shape[-1]).clamp_min(1)
+            count = (frames.sum() * squared.shape[-1]).clamp_min(1)
+            loss_mse = loss_mse + squared.sum() / count
         loss_g = self.adv_weight * loss_adv + self.fm_weight * loss_fm + self.mse_weight * loss_mse
         opt_g.zero_grad()
         self.manual_backward(loss_g)
@@ -444,16 +464,24 @@ class GANPostFilter(AudioTask):
     # -- export ------------------------------------------------------------------------------
 
     def on_fit_end(self) -> None:
+        if self.trainer.logger is None:  # no run folder (trainer.log_dir would be the cwd)
+            return
         run_dir = self.run_dir()
         if run_dir is not None and self.global_rank == 0:
-            self.export(run_dir)
+            postfilter, what = self.best_copy("postfilter")
+            self.export(run_dir, postfilter, what)
 
-    def export(self, folder: str | Path) -> Path:
-        """Write ``postfilter.pt``, ``scaler.npz``, ``gv.npz`` and ``streams.json`` to
-        ``folder``; returns the ``postfilter.pt`` path."""
+    def export(
+        self,
+        folder: str | Path,
+        postfilter: MultiStreamPostFilter | None = None,
+        what: str = "the final model",
+    ) -> Path:
+        """Write ``postfilter.pt`` (``postfilter``, default this task's), ``scaler.npz``,
+        ``gv.npz`` and ``streams.json`` to ``folder``; returns the ``postfilter.pt`` path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = self.postfilter.state()
+        state = (postfilter if postfilter is not None else self.postfilter).state()
         state["world"] = self.world.to_dict() if self.world is not None else None
         path = folder / "postfilter.pt"
         torch.save(state, path)
@@ -462,10 +490,8 @@ class GANPostFilter(AudioTask):
         if self.world is not None:
             self.world.save(folder / "streams.json", self.layout)
         else:
-            import json
-
             (folder / "streams.json").write_text(
                 json.dumps({"streams": self.layout.to_dict()}) + "\n"
             )
-        print(f"exported the post-filter to {path}")
+        print(f"exported {what} to {path}")
         return path

@@ -56,6 +56,20 @@ def test_discriminator_maps_and_one_dimensional_streams():
         (3, 1, 8, 58),
     ]
     assert d(torch.randn(2, 64, 1))[-1].shape == (2, 1, 8, 1)
+    # NNSVS's mgc recipe: no padding, every convolution trims 6 frames and 2 dims
+    recipe = Conv2dDiscriminator(channels=4, kernel_size=(7, 3), padding=(0, 0))
+    maps = recipe(torch.randn(1, 256, 58))
+    assert [tuple(m.shape[-2:]) for m in maps] == [
+        (250, 56),
+        (122, 54),
+        (58, 52),
+        (26, 50),
+        (20, 48),
+    ]
+    assert recipe.output_size(256, 58) == (20, 48)
+    with pytest.raises(ValueError, match="too small"):
+        recipe(torch.randn(1, 96, 58))  # 97 frames is the least that leaves a score
+    assert recipe(torch.randn(1, 97, 58))[-1].shape[-2] == 1
 
 
 def _utterances(n=4, frames=200, seed=0):

@@ -14,7 +14,8 @@ from diffx.postfilter import load_postfilter
 from diffx.tasks import GANPostFilter
 from tests.data.test_postfilter import LAYOUT, write_pairs
 
-TINY = {"mgc": {"channels": 4, "disc_channels": 4, "smoothed_width": 3}}
+# 4 mgc dims after the offset: too few for the recipe's unpadded discriminator
+TINY = {"mgc": {"channels": 4, "disc_channels": 4, "smoothed_width": 3, "disc_padding": None}}
 
 
 def _trainer(tmp_path, max_steps, **kwargs):
@@ -37,7 +38,7 @@ def _pairs_with_train_as_valid(root):
 
 def test_fit_exports_and_the_gv_variant_reaches_the_natural_gv(tmp_path):
     root = _pairs_with_train_as_valid(tmp_path / "pairs")
-    dm = PostFilterDataModule(str(root), segment_frames=32, batch_size=2, segments_per_epoch=4)
+    dm = PostFilterDataModule(str(root), segment_frames=128, batch_size=2, segments_per_epoch=4)
     model = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY)
     trainer = _trainer(tmp_path, 4)
     trainer.fit(model, dm)
@@ -81,7 +82,7 @@ def test_resume_keeps_statistics_and_continues(tmp_path):
 
     def data():
         return PostFilterDataModule(
-            str(root), segment_frames=32, batch_size=2, segments_per_epoch=4
+            str(root), segment_frames=128, batch_size=2, segments_per_epoch=4
         )
 
     model = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY)
@@ -98,6 +99,32 @@ def test_resume_keeps_statistics_and_continues(tmp_path):
     torch.testing.assert_close(resumed.global_variance, model.global_variance)
 
 
+def test_stream_defaults_follow_the_nnsvs_recipes():
+    model = GANPostFilter(train_streams=["mgc", "bap"])
+    mgc, bap = model.postfilter.filters["mgc"], model.postfilter.filters["bap"]
+    assert (mgc.in_dim, mgc.channels, mgc.kernel_size, mgc.noise_type) == (
+        58,
+        64,
+        (5, 5),
+        "frame_wise",
+    )
+    assert (bap.in_dim, bap.channels, bap.kernel_size, bap.noise_type) == (
+        1,
+        32,
+        (5, 1),
+        "bin_wise",
+    )
+    assert (mgc.smoothed_width, bap.smoothed_width) == (100, 5)
+    assert model.discriminators["mgc"].padding == (0, 0)  # postfilter_mgc.yaml: padding [0, 0]
+    assert model.discriminators["bap"].padding == (3, 1)  # postfilter_bap.yaml: padding null
+    assert model.postfilter.offsets == {"mgc": 2, "bap": 0}
+    custom = GANPostFilter(settings={"mgc": {"disc_padding": None, "channels": 8}})
+    assert custom.discriminators["mgc"].padding == (3, 1)
+    assert custom.postfilter.filters["mgc"].channels == 8
+    with pytest.raises(ValueError, match="disc_padding to null"):
+        GANPostFilter(streams={"mgc": 8, "vuv": 1})  # 6 dims after the offset
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="not in streams"):
         GANPostFilter(train_streams=["sp"])
@@ -110,7 +137,7 @@ def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="adv_weight"):
         GANPostFilter(adv_weight=float("nan"))
     root = _pairs_with_train_as_valid(tmp_path / "pairs")
-    dm = PostFilterDataModule(str(root), segment_frames=32, batch_size=2, segments_per_epoch=2)
+    dm = PostFilterDataModule(str(root), segment_frames=128, batch_size=2, segments_per_epoch=2)
     with pytest.raises(ValueError, match="differ from the model"):
         _trainer(tmp_path, 2).fit(GANPostFilter(settings=TINY), dm)  # default 60-dim mgc
 
