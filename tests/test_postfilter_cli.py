@@ -23,9 +23,11 @@ def _world_postfilter(stream, seed):
     torch.manual_seed(seed)
     offset = 2 if stream == "mgc" else 0
     size = WORLD_LAYOUT.sizes[WORLD_LAYOUT.names.index(stream)] - offset
+    generator = Conv2dPostFilter(size, 2, (3, 1))
+    torch.nn.init.normal_(generator.conv4.weight, std=0.1)  # not the identity it starts as
     return MultiStreamPostFilter(
         WORLD_LAYOUT,
-        {stream: Conv2dPostFilter(size, 2, (3, 1))},
+        {stream: generator},
         {stream: offset},
         torch.zeros(WORLD_LAYOUT.dims),
         torch.ones(WORLD_LAYOUT.dims),

@@ -404,9 +404,10 @@ class MultiStreamPostFilter(nn.Module):
         self.filters = nn.ModuleDict(filters)
         self.offsets = {name: int(o) for name, o in offsets.items()}
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32))
+        variance = torch.as_tensor(np.asarray(variance), dtype=torch.float32)
+        # A constant dimension passes unscaled (as FeatureScaler does), not divided by ~0.
         self.register_buffer(
-            "scale",
-            torch.as_tensor(np.asarray(variance), dtype=torch.float32).clamp_min(1e-12).sqrt(),
+            "scale", torch.where(variance > 1e-12, variance, torch.ones_like(variance)).sqrt()
         )
 
     def forward(
