@@ -54,9 +54,10 @@ SHIPPED_PAIRS = {"violin_ddsp": ("violin_ddsp", "violin")}
 """Shipped pair sets: ``{name: (predicted audio folder in POSTFILTER_ASSETS, natural audio
 folder in TIMBRE_ASSETS)}``."""
 
-SHIPPED_WORLD = WorldSettings(16000, f0_floor_hz=100.0, f0_ceil_hz=2000.0)
+SHIPPED_WORLD = WorldSettings(16000, alpha=0.41, f0_floor_hz=100.0, f0_ceil_hz=2000.0)
 """Analysis of the shipped pairs: 16 kHz (the timbre models' rate), 5 ms frames, 60 mel-
-cepstral coefficients, f0 searched over the violin's range."""
+cepstral coefficients warped by alpha 0.41 (pysptk's ``mcepalpha(16000)``; given here so that
+importing diffx needs no pysptk), f0 searched over the violin's range."""
 
 PAIRS_CACHE_VERSION = 1
 SPLIT_NAMES = {
