@@ -158,3 +158,21 @@ def test_merge_applies_each_stream_filter_and_refuses_mismatches():
         merge_postfilters([mgc, _multi("mgc", 2)])
     with pytest.raises(ValueError, match="scalers"):
         merge_postfilters([mgc, _multi("bap", 1, variance=torch.full((LAYOUT.dims,), 9.0))])
+
+
+def test_silence_and_flat_features_stay_finite():
+    natural = _utterances(seed=2)
+    gv = GVPostFilter.from_utterances(natural, LAYOUT, {"mgc": 2, "bap": 0})
+    silent = torch.zeros(1, 80, LAYOUT.dims)  # no voiced frame, every trajectory flat
+    torch.testing.assert_close(gv(silent), silent)
+    voiced_flat = silent.clone()
+    voiced_flat[..., LAYOUT.span("vuv")] = 1.0
+    torch.testing.assert_close(gv(voiced_flat), voiced_flat)  # flat: nothing to scale
+    g = Conv2dPostFilter(8, channels=3)
+    torch.nn.init.normal_(g.conv4.weight)
+    d = Conv2dDiscriminator(channels=3)
+    x = torch.zeros(2, 64, 8, requires_grad=True)
+    score = d(g(x))[-1]
+    score.square().mean().backward()
+    assert torch.isfinite(score).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in g.parameters() if p.grad is not None)
