@@ -136,7 +136,7 @@ def _world_from_args(args) -> WorldSettings:
 
 
 def _pairs(args) -> int:
-    from diffx.data.postfilter import make_pairs
+    from diffx.data.postfilter import audio_pairs, make_pairs
     from diffx.io.audio import load_audio
 
     splits: dict[str, list] = {}
@@ -157,17 +157,7 @@ def _pairs(args) -> int:
     else:
         if not (args.predicted and args.natural):
             raise ValueError("give --timbre-ckpt, or both --predicted and --natural")
-        pred_dir, nat_dir = Path(args.predicted), Path(args.natural)
-        files = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in (".wav", ".flac"))
-        if not files:
-            raise FileNotFoundError(f"no .wav or .flac files in {pred_dir}")
-        for path in files:
-            partner = nat_dir / path.name
-            if not partner.is_file():
-                raise FileNotFoundError(f"{path.name} has no partner {partner}")
-            pred, _ = load_audio(path, args.sample_rate, mono=True)
-            nat, _ = load_audio(partner, args.sample_rate, mono=True)
-            splits.setdefault(args.split, []).append((path.stem, pred[0].numpy(), nat[0].numpy()))
+        splits = audio_pairs(args.predicted, args.natural, args.sample_rate, args.split)
     out = make_pairs(splits, args.out, _world_from_args(args))
     counts = {k: len(v) for k, v in splits.items()}
     print(f"wrote feature pairs {counts} to {out}")

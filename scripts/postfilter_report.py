@@ -85,7 +85,7 @@ def main() -> None:
     natural = [p.natural for p in pairs]
     masks = None
     if "vuv" in layout.names:
-        masks = [u[:, layout.span("vuv")][:, 0] > 0.5 for u in natural]
+        masks = [layout.voiced(u) for u in natural]
     streams = [s for s in ("mgc", "bap") if s in layout.names]
 
     gv_streams = {s: OFFSETS.get(s, 0) for s in streams}

@@ -146,6 +146,13 @@ class StreamLayout:
             )
         return {name: features[..., self.span(name)] for name in self.names}
 
+    def voiced(self, features):
+        """Voiced-frame mask ``(...)`` of an array or tensor ``(..., dims)``: its ``vuv``
+        stream above 0.5; ``None`` when the layout has no ``vuv`` stream."""
+        if "vuv" not in self.names:
+            return None
+        return features[..., self.span("vuv")][..., 0] > 0.5
+
     def join(self, streams: dict[str, np.ndarray]) -> np.ndarray:
         """Concatenate ``streams`` (every name of the layout, each ``(frames, size)``)."""
         missing = [n for n in self.names if n not in streams]

@@ -254,6 +254,41 @@ def make_pairs(
     return out_dir
 
 
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def audio_pairs(
+    predicted_dir: str | os.PathLike,
+    natural_dir: str | os.PathLike,
+    sample_rate: int,
+    split: str | None = None,
+) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Aligned audio for :func:`make_pairs`: every ``.wav``/``.flac`` in ``predicted_dir`` with
+    its namesake in ``natural_dir``, mono at ``sample_rate``, as ``{split: [(name, predicted,
+    natural)]}``. The split is ``split``, or else the file name before its last ``_``
+    (``train_03.flac``: ``train``), as the shipped files are named.
+
+    Raises:
+        FileNotFoundError: no audio in ``predicted_dir``, or a file without its namesake.
+    """
+    from diffx.io.audio import load_audio
+
+    predicted_dir, natural_dir = Path(predicted_dir), Path(natural_dir)
+    files = sorted(p for p in predicted_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no .wav or .flac files in {predicted_dir}")
+    splits: dict[str, list] = {}
+    for path in files:
+        partner = natural_dir / path.name
+        if not partner.is_file():
+            raise FileNotFoundError(f"{path.name} has no partner {partner}")
+        pred, _ = load_audio(path, sample_rate, mono=True)
+        nat, _ = load_audio(partner, sample_rate, mono=True)
+        name = split or path.stem.rsplit("_", 1)[0]
+        splits.setdefault(name, []).append((path.stem, pred[0].numpy(), nat[0].numpy()))
+    return splits
+
+
 def shipped_pairs(
     name: str = "violin_ddsp", cache_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Path:
@@ -262,8 +297,6 @@ def shipped_pairs(
     The cache key hashes the audio files and the analysis settings; the folder is built under a
     temporary name and renamed, so a killed run never leaves a half-written set.
     """
-    from diffx.io.audio import load_audio
-
     if name not in SHIPPED_PAIRS:
         raise ValueError(f"unknown shipped pair set {name!r}; choose from {sorted(SHIPPED_PAIRS)}")
     pred_dir, nat_dir = (
@@ -281,13 +314,7 @@ def shipped_pairs(
     target = cache / f"{name}-{key.hexdigest()[:16]}"
     if (target / "streams.json").is_file():
         return target
-    splits: dict[str, list] = {}
-    rate = SHIPPED_WORLD.sample_rate
-    for path in files:
-        split = path.stem.rsplit("_", 1)[0]
-        pred, _ = load_audio(path, rate, mono=True)
-        nat, _ = load_audio(nat_dir / path.name, rate, mono=True)
-        splits.setdefault(split, []).append((path.stem, pred[0].numpy(), nat[0].numpy()))
+    splits = audio_pairs(pred_dir, nat_dir, SHIPPED_WORLD.sample_rate)
     cache.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
     try:
@@ -438,7 +465,7 @@ class PostFilterDataModule(pl.LightningDataModule):
         utterances = [p.natural for p in self.pairs["train"]]
         masks = None
         if voiced_only and "vuv" in self.layout.names:
-            masks = [u[:, self.layout.span("vuv")][:, 0] > 0.5 for u in utterances]
+            masks = [self.layout.voiced(u) for u in utterances]
         return global_variance(utterances, masks)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:

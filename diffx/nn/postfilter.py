@@ -273,7 +273,7 @@ class GVPostFilter(nn.Module):
     def frame_mask(self, features: torch.Tensor) -> torch.Tensor | None:
         if not self.voiced_only:
             return None
-        return features[..., self.layout.span("vuv")][..., 0] > 0.5
+        return self.layout.voiced(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features (..., frames, dims)`` raw -> same shape, the chosen streams scaled."""
@@ -310,7 +310,7 @@ class GVPostFilter(nn.Module):
         layout = _as_layout(layout)
         masks = None
         if voiced_only and "vuv" in layout.names:
-            masks = [np.asarray(u)[:, layout.span("vuv")][:, 0] > 0.5 for u in utterances]
+            masks = [layout.voiced(np.asarray(u)) for u in utterances]
         gv = global_variance(utterances, masks)
         return cls(gv, layout, streams, strength, voiced_only)
 

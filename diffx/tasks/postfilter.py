@@ -293,7 +293,7 @@ class GANPostFilter(AudioTask):
         """``(batch, frames, 1)``: 1 on real (not padded) frames, voiced ones with vuv_mask."""
         weights = batch["mask"].to(batch["natural"].dtype)
         if self.vuv_mask and "vuv" in self.layout.names:
-            weights = weights * (batch["natural"][..., self.layout.span("vuv")][..., 0] > 0.5)
+            weights = weights * self.layout.voiced(batch["natural"])
         return weights[..., None]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -388,7 +388,7 @@ class GANPostFilter(AudioTask):
         natural = self._outputs["natural"]
         masks = None
         if "vuv" in self.layout.names:
-            masks = [u[:, self.layout.span("vuv")][:, 0] > 0.5 for u in natural]
+            masks = [self.layout.voiced(u) for u in natural]
         results = {}
         for name in self.train_streams:
             dims = self._stream_dims(name)
@@ -446,7 +446,7 @@ class GANPostFilter(AudioTask):
         if "mgc" in self.layout.names:
             span = self.layout.span("mgc")
             voiced = (
-                named["natural"][:, self.layout.span("vuv")][:, 0] > 0.5
+                self.layout.voiced(named["natural"])
                 if "vuv" in self.layout.names
                 else slice(None)
             )
