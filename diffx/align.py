@@ -2,15 +2,26 @@
 
     diffx align --dry dry.wav --wet wet.wav --out aligned.wav
 
-fits, per channel, a polarity, a delay and a differentiable allpass cascade
-(:class:`diffx.tasks.PhaseAlignment`; by default four second-order sections, and a single
-first-order section tried as well) so that the dry sums with the wet with as little comb
-filtering as possible, keeps whichever sums best (a delay alone included), and writes
+fits, per channel, a polarity, a delay and an allpass cascade so that the dry sums with the wet
+with as little comb filtering as possible, keeps whichever sums best (a delay alone included),
+and writes
 
 - ``aligned.wav``: the aligned dry (the wet's channel count; 24-bit unless the dry is float);
 - ``aligned.json``: the filter, per channel (:mod:`diffx.io.alignment`; reusable from Python
   with :func:`diffx.io.load_alignment` and ``Alignment.apply``);
 - ``aligned.png``: the measured and fitted phase response and group delay.
+
+Methods (``--method``):
+
+- ``fit`` (default): :func:`diffx.analysis.allpass_fit.fit_pair`, a least-squares allpass
+  design of every order up to ``2 * --sections`` poles from the measured phase, refined by
+  Levenberg-Marquardt, the fewest poles that fit kept. Deterministic, about a second per
+  channel; on the generated suite of ``benchmarks/bench_align.py`` it finds the phase of
+  known cascades of up to 8 sections (see the README).
+- ``biasnet``: the method of Bargum et al. (2023), a :class:`diffx.nn.BiasNet` cascade trained
+  by gradient descent (:class:`diffx.tasks.PhaseAlignment`; four second-order sections by
+  default, and a single first-order section tried as well). Slow, and it settles in local
+  minima on most cascades of more than one section.
 
 It prints the parallel-mix test (comb-filter loss in dB, normalized cross-correlation at
 lag 0) before alignment, after the best integer delay and after the full alignment.
@@ -108,7 +119,7 @@ def _fit_once(
     task = PhaseAlignment(
         sample_rate, cascade, losses=losses, learning_rate=learning_rate,
         delay_learning_rate=delay_learning_rate, unwrapped_steps=unwrapped_steps,
-        weighting=weighting, export_stem=None,
+        weighting=weighting, export_stem=None, init="network",
     )  # fmt: skip
     logger = pl.loggers.TensorBoardLogger(str(log_dir), name="", version="") if log_dir else False
     with warnings.catch_warnings():
@@ -206,21 +217,50 @@ def fit_channel(
     return alignment, best
 
 
+METHODS = ("fit", "biasnet")
+
+
+def fit_channel_direct(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    max_sections: int = 8,
+    weighting: str = "coherence",
+    max_delay_ms: float = 100.0,
+    fallback_to_delay: bool = True,
+) -> Alignment:
+    """Fit one channel with :func:`diffx.analysis.allpass_fit.fit_pair` (``--method fit``):
+    ``dry`` and ``wet`` ``(samples,)``, same length. Deterministic."""
+    from diffx.analysis.allpass_fit import fit_pair
+
+    fit = fit_pair(
+        dry.reshape(-1).double().numpy(), wet.reshape(-1).double().numpy(), sample_rate,
+        max_sections=max_sections, weighting=weighting,
+        max_delay_samples=max_lag_samples(max_delay_ms, sample_rate),
+        fallback_to_delay=fallback_to_delay,
+    )  # fmt: skip
+    return Alignment.from_fit(fit)
+
+
 def align(
     dry: torch.Tensor,
     wet: torch.Tensor,
     sample_rate: int,
+    method: str = "fit",
     try_first_order: bool = True,
     **fit_kwargs,
 ) -> list[ChannelResult]:
     """Align every channel: ``dry`` ``(1 or C, samples)`` to ``wet`` ``(1 or C, samples)``.
 
-    A mono side is used for every channel of the other; equal lengths are required. Keyword
-    arguments go to :func:`fit_channel`. With ``try_first_order`` a single first-order section
-    is fitted too and kept when it sums better: on effects whose phase leads (high-pass
-    filters, boosts) it often beats larger second-order cascades, which fall into local minima
-    there (see the README's table).
+    A mono side is used for every channel of the other; equal lengths are required.
+
+    ``method="fit"`` (default): keyword arguments go to :func:`fit_channel_direct`.
+    ``method="biasnet"``: they go to :func:`fit_channel`; with ``try_first_order`` a single
+    first-order section is fitted too and kept when it sums better (on effects whose phase
+    leads it often beats larger second-order cascades, which fall into local minima there).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if dry.shape[-1] != wet.shape[-1]:
         raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
     check_layout(dry, wet)
@@ -229,9 +269,13 @@ def align(
     for c in range(max(dry.shape[0], wet.shape[0])):
         x = dry[min(c, dry.shape[0] - 1)].double()
         y = wet[min(c, wet.shape[0] - 1)].double()
-        alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
+        if method == "fit":
+            alignment = fit_channel_direct(x, y, sample_rate, **fit_kwargs)
+        else:
+            alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
         after = parallel_mix(alignment.apply(x.numpy()), y)
-        if try_first_order and fit_kwargs.get("kind", "second_order") != "first_order":
+        if (method == "biasnet" and try_first_order
+                and fit_kwargs.get("kind", "second_order") != "first_order"):  # fmt: skip
             simple = {**fit_kwargs, "kind": "first_order", "n_second": 0, "n_first": 1}
             other, _ = fit_channel(x, y, sample_rate, **simple)
             other_mix = parallel_mix(other.apply(x.numpy()), y)
@@ -257,6 +301,22 @@ def _read(path: str, what: str, sample_rate: int | None = None):
         raise SystemExit(f"diffx align: cannot use the {what} file: {err}") from None
 
 
+def _biasnet_kwargs(args) -> dict:
+    """``fit_channel`` arguments from the command line (``--method biasnet``)."""
+    fit_kwargs = dict(
+        kind=args.kind,
+        n_second=args.sections if args.kind not in ("first_order",) else 0,
+        n_first=args.first_order if args.kind != "first_order" else max(args.first_order, 1),
+        steps=args.steps,
+        weighting=args.weighting,
+        max_delay_ms=args.max_delay_ms,
+        seed=args.seed,
+    )
+    if args.kind in ("mixed", "warped_stretched") and fit_kwargs["n_first"] == 0:
+        fit_kwargs["n_first"] = 1
+    return fit_kwargs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="diffx align",
@@ -265,28 +325,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry", required=True, help="the unprocessed recording")
     parser.add_argument("--wet", required=True, help="the processed recording")
     parser.add_argument("--out", required=True, help="aligned dry audio to write (.wav/.flac)")
+    parser.add_argument("--method", default="fit", choices=METHODS,
+                        help="fit: least-squares design + refinement (fast, finds the phase); "
+                             "biasnet: Bargum et al.'s gradient descent (default: %(default)s)")
+    parser.add_argument("--sections", type=int, default=None,
+                        help="second-order sections: the most the fit may use (default 8), or "
+                             "exactly this many with --method biasnet (default 4)")
     parser.add_argument("--kind", default="second_order",
                         choices=["second_order", "mixed", "first_order", "warped",
                                  "warped_stretched"],
-                        help="allpass sections (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--sections", type=int, default=4,
-                        help="second-order sections (default: %(default)s)")  # fmt: skip
+                        help="allpass sections of --method biasnet (default: %(default)s)")
     parser.add_argument("--first-order", type=int, default=0,
-                        help="first-order sections (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per fit")
+                        help="first-order sections of --method biasnet (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="optimizer steps per fit of --method biasnet")
     parser.add_argument("--no-first-order-try", action="store_true",
-                        help="do not also fit a single first-order section")  # fmt: skip
-    parser.add_argument("--weighting", default="cross_power", choices=["coherence", "cross_power"],
-                        help="frequency weights of the phase fit (default: %(default)s)")
+                        help="--method biasnet: do not also fit a single first-order section")
+    parser.add_argument("--no-delay-fallback", action="store_true",
+                        help="--method fit: keep the cascade even where a delay alone sums "
+                             "better")  # fmt: skip
+    parser.add_argument("--weighting", default=None, choices=["coherence", "cross_power"],
+                        help="frequency weights of the phase fit (default: coherence with "
+                             "--method fit, cross_power with --method biasnet)")
     parser.add_argument("--max-delay-ms", type=float, default=100.0,
                         help="search the bulk delay within +-this ms (default: %(default)s)")
     parser.add_argument("--max-length-diff-ms", type=float, default=50.0,
                         help="trim files whose lengths differ by at most this much")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.sections is None:
+        args.sections = 8 if args.method == "fit" else 4
+    if args.weighting is None:
+        args.weighting = "coherence" if args.method == "fit" else "cross_power"
     for name in ("sections", "first_order", "steps"):
         if getattr(args, name) < 0 or (name == "steps" and args.steps < 1):
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.method == "fit" and args.sections < 1:
+        parser.error("--sections must be at least 1 with --method fit")
 
     dry, sample_rate = _read(args.dry, "dry")
     wet_info = _read(args.wet, "wet")
@@ -318,18 +393,13 @@ def main(argv: list[str] | None = None) -> int:
                 "full scale); clipping is not a phase shift, so the alignment can only be partial"
             )
 
-    fit_kwargs = dict(
-        kind=args.kind,
-        n_second=args.sections if args.kind not in ("first_order",) else 0,
-        n_first=args.first_order if args.kind != "first_order" else max(args.first_order, 1),
-        steps=args.steps,
-        weighting=args.weighting,
-        max_delay_ms=args.max_delay_ms,
-        seed=args.seed,
-    )
-    if args.kind in ("mixed", "warped_stretched") and fit_kwargs["n_first"] == 0:
-        fit_kwargs["n_first"] = 1
-    results = align(dry[:, :length], wet[:, :length], sample_rate,
+    if args.method == "fit":
+        fit_kwargs = dict(max_sections=args.sections, weighting=args.weighting,
+                          max_delay_ms=args.max_delay_ms,
+                          fallback_to_delay=not args.no_delay_fallback)  # fmt: skip
+    else:
+        fit_kwargs = _biasnet_kwargs(args)
+    results = align(dry[:, :length], wet[:, :length], sample_rate, method=args.method,
                     try_first_order=not args.no_first_order_try, **fit_kwargs)  # fmt: skip
 
     out = Path(args.out)

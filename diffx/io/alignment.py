@@ -74,6 +74,21 @@ class Alignment:
             return apply_delay(y, self.delay_samples, self.polarity)
         return np.stack([apply_delay(c, self.delay_samples, self.polarity) for c in y])
 
+    @classmethod
+    def from_fit(cls, fit, report: dict | None = None) -> Alignment:
+        """The alignment a :class:`diffx.analysis.allpass_fit.PairFit` found (a delay alone
+        when its ``fit`` is ``None``)."""
+        cascade = fit.fit
+        return cls(
+            sample_rate=float(fit.sample_rate),
+            polarity=int(fit.polarity),
+            delay_samples=float(fit.delay_samples),
+            sos=fit.sos(),
+            kind=cascade.kind if cascade is not None else "none",
+            params=cascade.params() if cascade is not None else {},
+            report=report or {},
+        )
+
     def to_dict(self) -> dict:
         return {
             "format": FORMAT,

@@ -251,6 +251,49 @@ class BiasNet(nn.Module):
                 if self.warped:
                     net.out.bias[2] = 0.0
 
+    @torch.no_grad()
+    def set_sections(
+        self,
+        pole_radius: Sequence[float] = (),
+        freq_hz: Sequence[float] = (),
+        first_order_coeff: Sequence[float] = (),
+    ) -> None:
+        """Make the networks produce these sections (e.g. a fit of
+        :func:`diffx.analysis.allpass_fit.fit_allpass_phase`): ``pole_radius`` and ``freq_hz``
+        for the first ``len(pole_radius)`` second-order sections, ``first_order_coeff`` for the
+        first first-order ones (for ``"warped_stretched"``, the coefficient ``k`` of the
+        stretched section). Warping is set to 0; sections not given get radius 0 (a 2-sample
+        delay) or coefficient 0 (a ``stretch``-sample delay). Values are clipped into the
+        network's ranges.
+
+        Only each output layer's bias changes: it is set so that ``bias + W h`` (the network's
+        current hidden features ``h``) is the ``atanh`` of the wanted output, so the networks
+        keep their weights (and the over-parameterization BiasNet relies on).
+        """
+        radius, freq, coeff = list(pole_radius), list(freq_hz), list(first_order_coeff)
+        if len(radius) != len(freq):
+            raise ValueError(f"pole_radius has {len(radius)} values and freq_hz {len(freq)}")
+        if len(radius) > self.n_second or len(coeff) > self.n_first:
+            raise ValueError(
+                f"{len(radius)} second-order and {len(coeff)} first-order sections do not fit a "
+                f"cascade of {self.n_second} and {self.n_first}"
+            )
+        clip = 1 - 1e-6
+
+        def aim(net: SineMLP, targets: list[float]) -> None:
+            rest = net.pre_tanh() - net.out.bias  # W h
+            t = torch.tensor(targets, dtype=rest.dtype).clamp(-clip, clip)
+            net.out.bias.copy_(torch.atanh(t) - rest)
+
+        for i, net in enumerate(self.second):
+            r = radius[i] if i < len(radius) else 0.0
+            u_r = 2 * min(max(r, 0.0), self.max_pole_radius) / self.max_pole_radius - 1
+            u_f = self._unit_from_freq(freq[i]) if i < len(freq) else 0.0
+            aim(net, [u_r, u_f] + ([0.0] if self.warped else []))
+        for i, net in enumerate(self.first):
+            a = coeff[i] if i < len(coeff) else 0.0
+            aim(net, [max(-clip, min(clip, a / self.max_coeff))] + ([0.0] if self.warped else []))
+
     def forward(self) -> dict[str, torch.Tensor]:
         """The cascade's parameters in physical units, as :func:`allpass_cascade` takes them.
 

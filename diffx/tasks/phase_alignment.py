@@ -2,10 +2,18 @@
 processed copy of it (Bargum et al., "Differentiable Allpass Filters for Phase Response
 Estimation and Automatic Signal Alignment", 2023).
 
-The aligned dry is ``polarity * delay_d(A(dry_shifted))``: the data module has already shifted
+The aligned dry is ``flip * delay_d(A(dry_shifted))``: the data module has already shifted
 the dry by the integer lag (and polarity) of the cross-correlation peak; here a
-:class:`diffx.nn.BiasNet` cascade ``A`` and a small trainable delay ``d`` (samples, either
-sign, starting at 0) learn the frequency-dependent rest.
+:class:`diffx.nn.BiasNet` cascade ``A``, a small trainable delay ``d`` (samples, either sign)
+and a polarity ``flip`` (+1 or -1) learn the frequency-dependent rest.
+
+Where training starts (``init``): ``"fit"`` (default) first fits the measured phase with
+:func:`diffx.analysis.allpass_fit.fit_allpass_phase` within the cascade's structure (its
+numbers of second- and first-order sections) and sets the networks to produce that fit
+(:meth:`diffx.nn.BiasNet.set_sections`), so gradient descent refines a global fit instead of
+searching for one; the fitted delay and polarity start ``d`` and ``flip``. ``"network"`` is the
+paper's start: the networks' own initial output, ``d = 0``, no flip (gradient descent from
+there settles in local minima on most cascades of more than one section; see the README).
 
 Losses, by name, each with a weight in ``losses`` (YAML: ``losses: {phase: 1.0}``):
 
@@ -44,6 +52,7 @@ from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
 from diffx.analysis.alignment import parallel_mix
+from diffx.analysis.allpass_fit import fit_allpass_phase, response_weights
 from diffx.io.alignment import Alignment, save_alignment
 from diffx.losses import ESRLoss
 from diffx.losses.phase import (
@@ -60,6 +69,12 @@ FREQUENCY_LOSSES = ("phase", "group_delay")
 TIME_LOSSES = ("esr", "l1", "ncc", "complex_stft", "parallel_mix")
 LOSSES = FREQUENCY_LOSSES + TIME_LOSSES
 WEIGHTINGS = ("coherence", "cross_power")
+INITS = ("fit", "network")
+DESIGN_DELAYS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
+"""Residual delays (samples) the fit start designs from, around the bulk lag and around 0."""
+MAX_UNDO_BULK = 512
+"""Largest bulk lag (samples) also undone by the fit start: an allpass's own delay is
+shorter; a longer lag is latency."""
 
 
 def shift(x: torch.Tensor, delay_samples: torch.Tensor) -> torch.Tensor:
@@ -101,11 +116,12 @@ class PhaseAlignment(AudioTask):
         delay_learning_rate: Adam step size of the residual delay (samples per step); 0 keeps
             the delay at the data module's integer lag.
         unwrapped_steps: steps of the ``phase`` loss on unwrapped phases before it switches to
-            wrapped ones.
+            wrapped ones (with ``init="network"``; a fit start uses wrapped ones throughout).
         weighting: ``"coherence"`` or ``"cross_power"`` (module notes).
         min_freq_hz, max_freq_hz: band of the frequency-domain losses and the phase error.
         fft_sizes: of the ``complex_stft`` and ``parallel_mix`` losses.
         export_stem: file stem of the exported alignment (``None``: no export).
+        init: ``"fit"`` or ``"network"``: where training starts (module notes).
     """
 
     def __init__(
@@ -121,6 +137,7 @@ class PhaseAlignment(AudioTask):
         max_freq_hz: float = 20000.0,
         fft_sizes: tuple[int, ...] = (2048, 1024, 512),
         export_stem: str | None = "alignment",
+        init: str = "fit",
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["cascade"])
@@ -147,11 +164,17 @@ class PhaseAlignment(AudioTask):
             )
         self.min_freq_hz, self.max_freq_hz = float(min_freq_hz), float(max_freq_hz)
         self.export_stem = export_stem
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.init = init
         # The residual delay in samples; the bulk lag and polarity come from the data module
         # and are kept as buffers so a checkpoint holds the whole alignment.
         self.delay = nn.Parameter(torch.zeros((), dtype=torch.float64))
         self.register_buffer("bulk_delay", torch.zeros((), dtype=torch.float64))
         self.register_buffer("polarity", torch.ones((), dtype=torch.float64))
+        # The fit may find the wet inverted relative to the bulk polarity (a cascade's phase
+        # can make the cross-correlation peak pick the wrong sign).
+        self.register_buffer("flip", torch.ones((), dtype=torch.float64))
         self.loss_fns = nn.ModuleDict({
             "esr": ESRLoss(),
             "ncc": NCCLoss(),
@@ -159,6 +182,7 @@ class PhaseAlignment(AudioTask):
             "parallel_mix": ParallelMixLoss(self.sample_rate, fft_sizes),
         })  # fmt: skip
         self.target: dict[str, torch.Tensor] | None = None
+        self._fit_weight: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------------------
     # targets from the data module
@@ -195,6 +219,42 @@ class PhaseAlignment(AudioTask):
         }
         self.bulk_delay.fill_(float(bulk_delay))
         self.polarity.fill_(float(polarity))
+        self._fit_weight = response_weights(response)[band]
+
+    @torch.no_grad()
+    def initialize_from_fit(self) -> None:
+        """Set the cascade, the delay and the polarity to the global fit of the target within
+        the cascade's structure (module notes); needs :meth:`set_target` first."""
+        if self.target is None:
+            raise RuntimeError("no target: call set_target() first")
+        c = self.cascade
+        stretched = c.kind == "warped_stretched"
+        max_real = 0 if stretched else c.n_first
+        f = self.target["freqs_hz"].cpu().numpy()
+        inside = (f > 0) & (f < self.sample_rate / 2)
+        # The bulk lag is the cross-correlation peak; an allpass with a large low-frequency
+        # group delay peaks late, and from there what is left to fit is an advance. So the
+        # fit also starts from no lag at all (residual delays around -bulk), as diffx align
+        # does.
+        delays = DESIGN_DELAYS
+        bulk = int(self.bulk_delay)
+        if bulk and abs(bulk) <= MAX_UNDO_BULK:
+            delays = delays + tuple(d - bulk for d in DESIGN_DELAYS)
+        fit = fit_allpass_phase(
+            f[inside], self.target["phase"].cpu().numpy()[inside], self._fit_weight[inside],
+            self.sample_rate, max_poles=2 * c.n_second + max_real, max_pairs=c.n_second,
+            max_real=max_real, delays=delays,
+        )  # fmt: skip
+        params = fit.params()
+        c.set_sections(params.get("pole_radius", []), params.get("freq_hz", []),
+                       [] if stretched else params.get("first_order_coeff", []))  # fmt: skip
+        # Sections the fit does not use are pure delays (radius 0: z^-2; coefficient 0:
+        # z^-1, or z^-stretch when stretched); the residual delay takes them back.
+        unused = 2 * (c.n_second - fit.n_second) + (
+            (c.stretch or 1) * c.n_first if stretched else c.n_first - fit.n_first
+        )
+        self.delay.fill_(fit.delay_samples - unused)
+        self.flip.fill_(float(fit.polarity))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -203,6 +263,10 @@ class PhaseAlignment(AudioTask):
         datamodule.setup(stage)
         self.set_target(datamodule.response, datamodule.bulk.delay_samples,
                         datamodule.bulk.polarity)  # fmt: skip
+        # Only when fitting: a checkpoint restored afterwards (resuming, or a later
+        # validate/test) keeps what training made of it.
+        if stage == "fit" and self.init == "fit":
+            self.initialize_from_fit()
 
     # ----------------------------------------------------------------------------------------
     # the model
@@ -210,7 +274,8 @@ class PhaseAlignment(AudioTask):
     def model_phase(self, freqs_hz: torch.Tensor) -> torch.Tensor:
         """Phase of ``A(z) z^-d`` at ``freqs_hz``, radians (unwrapped, from 0 at 0 Hz)."""
         omega = 2 * math.pi * freqs_hz / self.sample_rate
-        return self.cascade.phase_response(freqs_hz) - omega * self.delay
+        flip = math.pi * (1 - self.flip) / 2  # 0, or pi when inverted
+        return self.cascade.phase_response(freqs_hz) - omega * self.delay + flip
 
     def model_group_delay(self, freqs_hz: torch.Tensor) -> torch.Tensor:
         """Group delay of ``A(z) z^-d`` in samples."""
@@ -219,7 +284,7 @@ class PhaseAlignment(AudioTask):
     def forward(self, dry_shifted: torch.Tensor) -> torch.Tensor:
         """Align ``(batch, 1, samples)`` dry audio that the bulk lag has already shifted."""
         y = self.cascade.filter(dry_shifted.to(torch.float64))
-        return shift(y, self.delay).to(dry_shifted.dtype)
+        return (self.flip * shift(y, self.delay)).to(dry_shifted.dtype)
 
     # ----------------------------------------------------------------------------------------
     # training
@@ -229,7 +294,9 @@ class PhaseAlignment(AudioTask):
         out = {}
         if "phase" in self.losses:
             phase = self.model_phase(t["freqs_hz"])
-            unwrapped = self.global_step < self.unwrapped_steps
+            # A fit start already has every section at its turn of the phase; the unwrapped
+            # bowl (anchored by the measurement's unwrapping, not the fit's) would pull it away.
+            unwrapped = self.init != "fit" and self.global_step < self.unwrapped_steps
             target = t["unwrapped"] if unwrapped else t["phase"]
             out["phase"] = PhaseResponseLoss(wrapped=not unwrapped)(phase, target, t["weight"])
         if "group_delay" in self.losses:
@@ -308,7 +375,7 @@ class PhaseAlignment(AudioTask):
         cascade = self.cascade.to_dict()
         return Alignment(
             sample_rate=self.sample_rate,
-            polarity=int(self.polarity),
+            polarity=int(self.polarity * self.flip),
             delay_samples=float(self.bulk_delay + self.delay.detach()),
             sos=np.asarray(cascade["sos"]),
             kind=cascade["kind"],

@@ -133,3 +133,25 @@ def test_saturated_outputs_give_finite_audio_and_gradients():
         assert p.grad is None or torch.isfinite(p.grad).all()
     # Silence in, silence out.
     assert float(net.filter(torch.zeros(1, 1, 1000, dtype=torch.float64)).abs().max()) == 0.0
+
+
+def test_set_sections_produces_them_and_unused_sections_are_delays():
+    net = BiasNet(SR, "mixed", n_second=3, n_first=2, hidden_sizes=(32, 16))
+    net.set_sections([0.9, 0.5], [300.0, 5000.0], [-0.7])
+    with torch.no_grad():
+        p = net()
+    np.testing.assert_allclose(p["pole_radius"][0, :2].numpy(), [0.9, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(p["freq_hz"][0, :2].numpy(), [300.0, 5000.0], rtol=1e-6)
+    assert float(p["first_order_coeff"][0, 0]) == pytest.approx(-0.7, rel=1e-6)
+    # unused: radius 0 (z^-2) and coefficient 0 (z^-1): together 3 samples of pure delay
+    sos = net.sos().numpy()
+    freqs = np.linspace(100, 10000, 50)
+    _, h_all = scipy.signal.sosfreqz(sos, worN=freqs, fs=SR)
+    used = np.concatenate([sos[:2], sos[3:4]])
+    _, h_used = scipy.signal.sosfreqz(used, worN=freqs, fs=SR)
+    delay = np.exp(-2j * np.pi * freqs / SR * 3)
+    np.testing.assert_allclose(h_all, h_used * delay, atol=1e-5)
+    with pytest.raises(ValueError, match="do not fit a cascade"):
+        net.set_sections([0.5] * 4, [100.0] * 4)
+    with pytest.raises(ValueError, match="pole_radius has 1 values and freq_hz 2"):
+        net.set_sections([0.5], [100.0, 200.0])

@@ -170,3 +170,30 @@ def test_fit_resumes_from_the_last_checkpoint(tmp_path):
                         f"--trainer.logger.init_args.save_dir={tmp_path / 'fresh'}"])  # fmt: skip
     net = "cascade.second.0.input_bias"
     assert not torch.equal(fresh.model.state_dict()[net], saved["state_dict"][net])
+
+
+@pytest.mark.parametrize("kind, extra", [("second_order", {}),
+                                         ("warped_stretched", {"n_first": 1})])
+def test_fit_start_is_the_known_cascade_before_any_training(guitar, kind, extra):
+    x = guitar[: 3 * SR]
+    wet = allpass_cascade(x[None, None], SR, "second_order", **TRUE)[0, 0]
+    data = PhaseAlignmentDataModule.from_tensors(x[None].float(), wet[None].float(), SR)
+    task = PhaseAlignment(SR, BiasNet(SR, kind, n_second=5, hidden_sizes=(32, 16), **extra))
+    data.setup("fit")
+    task.set_target(data.response, data.bulk.delay_samples, data.bulk.polarity)
+    assert task.phase_error_deg() > 30  # the networks' own start is far off
+    task.initialize_from_fit()
+    assert task.phase_error_deg() < 1.0
+    alignment = task.alignment()
+    freqs = np.geomspace(50, 15000, 300)
+    true_sos = allpass_sos(SR, "second_order", **TRUE)[0].numpy()
+    _, h_true = scipy.signal.sosfreqz(true_sos, worN=freqs, fs=SR)
+    _, h_fit = scipy.signal.sosfreqz(alignment.sos, worN=freqs, fs=SR)
+    h_fit = alignment.polarity * h_fit * np.exp(-2j * np.pi * freqs / SR * alignment.delay_samples)
+    assert np.degrees(np.abs(np.angle(h_fit / h_true))).max() < 5.0
+    assert parallel_mix(alignment.apply(x.numpy()), wet).comb_loss_db > -0.01
+
+
+def test_unknown_init_is_named():
+    with pytest.raises(ValueError, match="init must be one of"):
+        PhaseAlignment(SR, init="zeros")
