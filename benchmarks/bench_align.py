@@ -327,7 +327,16 @@ def main() -> None:
     parser.add_argument("--skip-effects", action="store_true")
     parser.add_argument("--json", default=None, help="write every case here")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--render-json", default=None,
+                        help="only write the tables of an earlier run's --json file")
     args = parser.parse_args()
+    if args.render_json:
+        saved = json.loads(Path(args.render_json).read_text())
+        md = render(saved["cases"], saved["effects"], argparse.Namespace(**saved["args"]))
+        print(md)
+        if not args.no_write:
+            write_section(str(HERE / "RESULTS.md"), "alignment", md)
+        return
 
     from tqdm import tqdm
 
@@ -345,7 +354,8 @@ def main() -> None:
             row["diff_apf"] = run_diff_apf(case, args.diff_apf, args.peer_budget_s)
     effects = [] if args.skip_effects else run_effects()
     if args.json:
-        Path(args.json).write_text(json.dumps({"cases": rows, "effects": effects}, indent=1))
+        Path(args.json).write_text(json.dumps({"cases": rows, "effects": effects,
+                                               "args": vars(args)}, indent=1))
     md = render(rows, effects, args)
     print(md)
     if not args.no_write:
@@ -431,8 +441,12 @@ def run_effects() -> list[dict]:
 
 
 def render(rows, effects, args) -> str:
-    cmd = "OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_align.py" + (
-        f" --diff-apf {args.diff_apf}" if args.diff_apf else "")
+    cmd = (
+        "OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/bench_align.py "
+        f"--cases {args.cases} --peer-cases {args.peer_cases} "
+        f"--peer-budget-s {args.peer_budget_s:g}"
+        + (" --diff-apf <checkout of github.com/abargum/diff-apf>" if args.diff_apf else "")
+    )
     lines = [
         "## Phase alignment: known cascades (success = NCC at lag 0 > 0.99 and phase within "
         "5 degrees of the truth wherever the dry has energy)",

@@ -104,3 +104,40 @@ def test_clipped_input_is_aligned_with_a_warning(tmp_path, dry, capsys):
     code, _ = _run(tmp_path, _write(tmp_path / "dry.wav", dry), _write(tmp_path / "wet.wav", wet))
     assert code == 0
     assert "is clipped" in capsys.readouterr().out
+
+
+def test_default_fit_is_deterministic_and_finds_the_cascade(tmp_path, dry):
+    wet = _wet(dry)
+    dry_path, wet_path = _write(tmp_path / "dry.wav", dry), _write(tmp_path / "wet.wav", wet)
+    filters = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "aligned.wav"
+        out.parent.mkdir()
+        assert main(["align", "--dry", dry_path, "--wet", wet_path, "--out", str(out)]) == 0
+        filters.append(load_alignment(out.with_suffix(".json")))
+    np.testing.assert_array_equal(filters[0].sos, filters[1].sos)
+    assert filters[0].delay_samples == filters[1].delay_samples
+    # the true cascade: two second-order sections after 12 samples of latency
+    a = filters[0]
+    assert a.kind == "second_order" and len(a.sos) == 2
+    assert a.delay_samples == pytest.approx(12.0, abs=0.01)
+    radii = sorted(a.params["pole_radius"])
+    np.testing.assert_allclose(radii, [0.7, 0.9], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_biasnet_method_still_runs(tmp_path, dry, capsys):
+    wet = _wet(dry)
+    code, out = _run(tmp_path, _write(tmp_path / "dry.wav", dry),
+                     _write(tmp_path / "wet.wav", wet), "--method", "biasnet", "--steps", "30",
+                     "--no-first-order-try")  # fmt: skip
+    assert code == 0
+    assert load_alignment(out.with_suffix(".json")).kind in ("second_order", "none")
+
+
+def test_bad_method_arguments_are_refused(tmp_path, dry):
+    path = _write(tmp_path / "dry.wav", dry)
+    with pytest.raises(SystemExit) as err:
+        main(["align", "--dry", path, "--wet", path, "--out", str(tmp_path / "o.wav"),
+              "--method", "fit", "--sections", "0"])  # fmt: skip
+    assert err.value.code == 2

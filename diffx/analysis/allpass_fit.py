@@ -47,6 +47,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.ndimage
 import scipy.optimize
 import scipy.signal
 
@@ -66,6 +67,10 @@ MAX_POLE_RADIUS = 0.9999
 COHERENCE_CAP = 0.9999
 """Coherence above this counts as this: it caps the inverse-variance weight at 1e4, so a few
 bins measured nearly without noise cannot outweigh the rest."""
+SAME_MIX_DB = 1e-5
+"""Fits whose comb-filter losses differ by less than this (dB) sum alike (the fewer poles
+win). Small: the loss of an exact fit is about 1e-10 dB, and a fit 0.0002 dB short of
+another can still be tens of degrees off where the signal is quiet."""
 MIN_COHERENCE = 0.05
 """Frequencies measured with less coherence than this get no weight."""
 
@@ -299,6 +304,22 @@ def unwarp_poles(roots: np.ndarray, warp: float) -> np.ndarray:
     return (roots + warp) / den
 
 
+ORIGIN_RADIUS = 1e-4
+"""Poles closer to 0 than this are pure delays (a pole at 0 is ``z^-1``; at 1e-4 its phase
+differs from a delay's by 0.01 degrees at most) and are written as such."""
+
+
+def _poles_at_origin_to_delay(poles: PoleSet, delay: float) -> tuple[PoleSet, float]:
+    pairs = poles.pair_radius >= ORIGIN_RADIUS
+    real = np.abs(poles.real) >= ORIGIN_RADIUS
+    extra = 2 * int((~pairs).sum()) + int((~real).sum())
+    if not extra:
+        return poles, delay
+    return PoleSet(poles.pair_radius[pairs], poles.pair_angle[pairs], poles.real[real]), (
+        delay + extra
+    )
+
+
 def _pack(poles: PoleSet, delay: float) -> np.ndarray:
     return np.concatenate([poles.pair_radius, poles.pair_angle, poles.real, [delay]])
 
@@ -520,7 +541,9 @@ def fit_allpass_phase(
     good = [r for r in refined
             if r[0] <= j_best * (1 + order_tolerance) or r[0] <= j_best + min_objective]
     j, _, polarity, delay, poles = min(good, key=lambda r: (r[1], r[0]))
-    err = wrapped_error(_model_phase(poles, delay, polarity, omega), target)
+    poles, delay = _poles_at_origin_to_delay(poles, delay)
+    phase = _model_phase(poles, delay, polarity, omega)
+    j, err = objective(phase, target, w), wrapped_error(phase, target)
     return AllpassFit(
         sample_rate=sr,
         poles=poles,
@@ -603,6 +626,28 @@ class PairFit:
         return apply_delay(y, self.delay_samples, self.polarity)
 
 
+def onset_lag(response, quantile: float = 0.02, min_coherence: float = 0.5) -> int:
+    """The low end of the measured group delay, in whole samples (rounded down): for a latency
+    followed by an allpass cascade, about the latency (every section adds delay at every
+    frequency, least far from its resonance).
+
+    The group delay is taken bin to bin from the wrapped phase over frequencies measured with
+    at least ``min_coherence``, smoothed by a running median over 1/32 of the band (its noise
+    would otherwise make the low end far too low), and its ``quantile`` is returned (each
+    frequency counted alike: those far from every resonance are often quiet). 0 when too
+    little is coherent.
+    """
+    good = response.coherence >= min_coherence
+    pairs = good[1:] & good[:-1]
+    if pairs.sum() < 16:
+        return 0
+    omega = 2 * math.pi * response.freqs_hz / response.sample_rate
+    step = np.angle(np.exp(1j * np.diff(response.phase_rad)))
+    delay = (-step / np.diff(omega))[pairs]
+    smooth = scipy.ndimage.median_filter(delay, size=max(15, delay.size // 32), mode="nearest")
+    return int(math.floor(np.quantile(smooth, quantile)))
+
+
 def response_n_fft(n_samples: int, sample_rate: float) -> int:
     """The Welch segment length used for a pair of ``n_samples``: about 93 ms at 44.1 kHz
     (4096 samples), scaled with the rate, at most an eighth of the signal, at least 256.
@@ -633,13 +678,15 @@ def fit_pair(
 ) -> PairFit:
     """Align a dry recording to a processed copy of it with an allpass cascade and a delay.
 
-    The cascade is fitted (:func:`fit_allpass_phase`) to the response measured after two bulk
-    lags: the peak of the cross-correlation and no lag at all (an allpass with a large group
-    delay at low frequencies correlates best with its input several samples late, a lag from
-    which the phase left to fit is an advance; the fit from lag 0 has no such problem). The fit
-    whose aligned dry sums with the wet with the least comb-filter loss is kept, and, with
-    ``fallback_to_delay``, replaced by the best fractional delay alone when that sums better
-    (an effect whose phase leads).
+    The cascade is fitted (:func:`fit_allpass_phase`) to the response measured after up to
+    three bulk lags: the peak of the cross-correlation, the onset of the measured group delay
+    (:func:`onset_lag`) and no lag at all. (An allpass with a large group delay at low
+    frequencies correlates best with its input several samples late, a lag from which the
+    phase left to fit is an advance; from the onset, or from lag 0 when there is no latency,
+    it has no such problem.) The fit whose aligned dry sums with the wet with the least
+    comb-filter loss is refined by a second pass (module notes of :func:`fit_pair`'s code)
+    and kept, and, with ``fallback_to_delay``, replaced by the best fractional delay alone
+    when that sums better (an effect whose phase leads).
 
     Args:
         dry, wet: ``(samples,)`` one channel each, equally long, finite, not silent.
@@ -670,11 +717,25 @@ def fit_pair(
         y_fit = scipy.signal.sosfilt(fit.sos(), shifted)
         return apply_delay(y_fit, fit.delay_samples, fit.polarity)
 
-    # First pass from each bulk lag; the one whose aligned dry sums best goes on.
-    first = None
-    for bulk in dict.fromkeys([int(peak.delay_samples), 0]):
+    # First pass from each bulk lag; the one whose aligned dry sums best goes on (the one with
+    # fewer poles when they sum alike: from lag 0, a latency takes poles to imitate).
+    firsts = []
+    bulks = [int(peak.delay_samples), 0]
+    i = 0
+    while i < len(bulks):
+        bulk = bulks[i]
+        i += 1
         shifted = apply_delay(x, bulk)
         response = estimate_response(shifted, y, sr, n_fft=n_fft)
+        if i == 1:
+            # The onset: a cascade delays every frequency, so its group delay never falls
+            # below the latency before it. The low end of the measured group delay is a third
+            # lag to start from (the peak may lie deep in the cascade's resonance, lag 0 far
+            # before a real latency).
+            onset = bulk + onset_lag(response)
+            if onset not in bulks and (max_delay_samples is None
+                                       or abs(onset) <= max_delay_samples):  # fmt: skip
+                bulks.insert(1, onset)
         f = response.freqs_hz
         band = (f > max(min_freq_hz, 0.0)) & (f < hi)
         w = response_weights(response, weighting)[band]
@@ -683,13 +744,14 @@ def fit_pair(
         fit = fit_allpass_phase(f[band], response.phase_rad[band], w, sr, max_poles=max_poles,
                                 **fit_kwargs)  # fmt: skip
         loss = comb_loss_db(aligned_by(fit, shifted), y)
-        if first is None or loss > first[0]:
-            first = (loss, bulk, fit, shifted, f[band])
-    if first is None:
+        firsts.append((loss, bulk, fit, shifted, f[band]))
+    if not firsts:
         raise ValueError(
             "the dry and wet share no coherent energy: is the wet a processed copy of the dry?"
         )
-    loss, bulk, fit, shifted, freqs = first
+    top = max(c[0] for c in firsts)
+    alike = [c for c in firsts if c[0] >= top - SAME_MIX_DB]
+    loss, bulk, fit, shifted, freqs = min(alike, key=lambda c: (c[2].poles.n_poles, -c[0]))
     # Second pass: Welch's estimate is biased where the group delay is a sizeable part of its
     # segment. What the first fit leaves is short, so its estimate is not; the first fit's
     # phase plus that remainder is the better measurement, fitted again from the first fit
