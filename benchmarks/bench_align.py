@@ -452,7 +452,8 @@ def render(rows, effects, args) -> str:
         "5 degrees of the truth wherever the dry has energy)",
         "",
         f"`{cmd}` ({len(rows)} cases, 3 s each; one CPU thread; times per fit include the "
-        "response measurement, both bulk lags, the delay fall-back and the comb-loss checks).",
+        "response measurements from every bulk lag, both passes, the delay fall-back and the "
+        "comb-loss checks).",
         "",
         "| class | cases | success | median comb-filter loss (dB) | median time per fit (s) |",
         "|---|---|---|---|---|",
@@ -461,7 +462,7 @@ def render(rows, effects, args) -> str:
         s = summarize(sub)
         if s["n"]:
             lines.append(f"| {name} | {s['n']} | {100 * s['success']:.1f} % | "
-                         f"{s['median_comb_loss_db']:+.3f} | {s['median_seconds']:.2f} |")
+                         f"{s['median_comb_loss_db']:+.4f} | {s['median_seconds']:.2f} |")
     fails = [r for r in rows if not r["diffx"]["success"]]
     if fails:
         lines += ["", "Failed cases (seed: sections, largest pole radius, signal, rate -> NCC, "
@@ -485,7 +486,7 @@ def render(rows, effects, args) -> str:
             s = summarize(peers, key)
             if s["n"]:
                 lines.append(f"| {name} | {s['n']} | {100 * s['success']:.0f} % | "
-                             f"{s['median_comb_loss_db']:+.3f} | {s['median_seconds']:.1f} |")
+                             f"{s['median_comb_loss_db']:+.4f} | {s['median_seconds']:.1f} |")
         steps = [r["diff_apf"]["steps"] for r in peers if "steps" in r.get("diff_apf", {})]
         if steps:
             lines.append(f"\nBargum et al.'s code reached {min(steps)}-{max(steps)} Adam steps "

@@ -399,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
                           fallback_to_delay=not args.no_delay_fallback)  # fmt: skip
     else:
         fit_kwargs = _biasnet_kwargs(args)
-    results = align(dry[:, :length], wet[:, :length], sample_rate, method=args.method,
-                    try_first_order=not args.no_first_order_try, **fit_kwargs)  # fmt: skip
+    try:
+        results = align(dry[:, :length], wet[:, :length], sample_rate, method=args.method,
+                        try_first_order=not args.no_first_order_try, **fit_kwargs)  # fmt: skip
+    except ValueError as err:  # too short, no coherent energy: the files, not the code
+        raise SystemExit(f"diffx align: cannot align {args.dry} and {args.wet}: {err}") from None
 
     out = Path(args.out)
     aligned = np.stack([

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 import diffx
-from diffx.align import fit_channel
+from diffx.align import fit_channel, fit_channel_direct
 from diffx.analysis.alignment import (
     apply_delay,
     fractional_delay_estimate,
@@ -40,10 +40,12 @@ SAMPLE_RATE = 44100
 MODEL = Path(diffx.__file__).parent / "assets" / "models" / "diode_clipper_lstm40.json"
 
 METHODS = {
-    # name: fit_channel keyword arguments (None: a delay baseline)
+    # name: fit_channel keyword arguments (None: a delay baseline; "fit": the global fit)
     "as recorded": None,
     "integer delay": None,
     "fractional delay": None,
+    # diffx align's default (diffx.analysis.allpass_fit.fit_pair), up to 8 sections
+    "global fit (default)": "fit",
     "1st-order allpass": dict(kind="first_order", n_second=0, n_first=1),
     "allpass, 4 x 2nd order": dict(kind="second_order", n_second=4),
     "allpass, 8 x 2nd order": dict(kind="second_order", n_second=8),
@@ -122,6 +124,10 @@ def run(seconds: float, steps: int, out: str | None, only: str | None = None) ->
             elif method == "fractional delay":
                 d = fractional_delay_estimate(x, y, max_delay_samples=4410)
                 aligned = apply_delay(x, d.delay_samples, d.polarity)
+            elif kwargs == "fit":
+                alignment = fit_channel_direct(torch.from_numpy(x), torch.from_numpy(y),
+                                               SAMPLE_RATE, fallback_to_delay=False)
+                aligned = alignment.apply(x)
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -140,8 +146,8 @@ def run(seconds: float, steps: int, out: str | None, only: str | None = None) ->
 
     lines = [
         f"Comb-filter loss in dB when the aligned dry and the wet are summed (0 dB: no loss), "
-        f"{seconds:g} s of each clip at {SAMPLE_RATE} Hz, {steps} steps per fit; NCC at lag 0 "
-        f"in brackets. {minutes:.1f} min on this machine.",
+        f"{seconds:g} s of each clip at {SAMPLE_RATE} Hz, {steps} steps per BiasNet fit; NCC "
+        f"at lag 0 in brackets. {minutes:.1f} min on this machine.",
         "",
         "| effect (dry clip) | " + " | ".join(METHODS) + " |",
         "|---|" + "---:|" * len(METHODS),

@@ -91,6 +91,12 @@ def test_bad_input_is_refused_by_name(tmp_path, dry, make_wet, message):
         _run(tmp_path, dry_path, _write(tmp_path / "wet.wav", make_wet(dry)))
 
 
+def test_too_short_files_are_refused_by_name(tmp_path, dry):
+    path = _write(tmp_path / "short.wav", dry[:10])
+    with pytest.raises(SystemExit, match="short.wav .*10 samples: too short"):
+        _run(tmp_path, path, path)
+
+
 def test_unreadable_file_is_named(tmp_path, dry):
     bad = tmp_path / "wet.wav"
     bad.write_text("not audio")

@@ -20,16 +20,26 @@ fitter here does not start anywhere: it designs the whole allpass from the measu
    equation is unchanged when ``phi_t`` moves by a whole turn (``beta`` moves by ``pi``), so
    the measured phase is never unwrapped, and it is convex in ``a``: each order has one
    answer, found without a starting point.
-2. **Candidates**: that design for every order from 1 to ``max_poles`` (plus a few for pure
-   delay), both polarities, and integer residual delays around the bulk lag, all cheap
-   (a least-squares problem of a few thousand rows and at most a few dozen columns each).
+2. **Candidates**: that design for every order from 1 to ``max_poles``, both polarities,
+   residual delays in half samples around the bulk lag, and five frequency warpings: the
+   design is also made on the axis ``nu(w)`` that ``z^-1 -> (z^-1 - a) / (1 - a z^-1)`` maps
+   ``w`` to, and its poles mapped back (``q = (p + a) / (1 + a p)``, exact for the phase).
+   Poles of real filters crowd at low frequencies, where on the plain axis their roots are
+   ill-conditioned (a measured phase a degree off sends them to the unit circle); ``a = 0.6``
+   spreads the bottom of the band fourfold. All cheap: a least-squares problem of at most
+   1024 rows and a few dozen columns each.
 3. **Refinement** of the best candidates: their roots become sections (conjugate pairs ->
    second order, real roots -> first order, any root outside the unit circle reflected in),
    and Levenberg-Marquardt (``scipy.optimize.least_squares``, analytic Jacobian) minimizes the
    wrapped phase error over pole radii, pole angles and a fractional residual delay, with the
    radii bounded below 1 (stable by construction).
 4. **Order selection**: the fewest poles whose error is within ``order_tolerance`` of the
-   best (sections are added only while they pay).
+   best (sections are added only while they pay); poles at the origin become delay.
+
+For a recorded pair (:func:`fit_pair`) the phase is measured by Welch's method after a bulk
+lag (three are tried), fitted, and measured again through the first fit: Welch's estimate is
+biased where the group delay is a sizeable part of its segment, and what the first fit leaves
+is short, so the second fit sees a better measurement.
 
 The error minimized is ``J = sum_f w_f (1 - cos(phi_model(f) - phi_measured(f))) / sum_f w_f``
 (0 for a perfect fit; about half the mean squared error in rad^2). With the weights the
@@ -71,6 +81,8 @@ SAME_MIX_DB = 1e-5
 """Fits whose comb-filter losses differ by less than this (dB) sum alike (the fewer poles
 win). Small: the loss of an exact fit is about 1e-10 dB, and a fit 0.0002 dB short of
 another can still be tens of degrees off where the signal is quiet."""
+MIN_PAIR_SAMPLES = 1024
+"""Shortest pair :func:`fit_pair` measures (23 ms at 44.1 kHz: four Welch segments of 256)."""
 MIN_COHERENCE = 0.05
 """Frequencies measured with less coherence than this get no weight."""
 
@@ -684,9 +696,9 @@ def fit_pair(
     frequencies correlates best with its input several samples late, a lag from which the
     phase left to fit is an advance; from the onset, or from lag 0 when there is no latency,
     it has no such problem.) The fit whose aligned dry sums with the wet with the least
-    comb-filter loss is refined by a second pass (module notes of :func:`fit_pair`'s code)
-    and kept, and, with ``fallback_to_delay``, replaced by the best fractional delay alone
-    when that sums better (an effect whose phase leads).
+    comb-filter loss is refined by a second pass (module notes) and kept, and, with
+    ``fallback_to_delay``, replaced by the best fractional delay alone when that sums better
+    (an effect whose phase leads).
 
     Args:
         dry, wet: ``(samples,)`` one channel each, equally long, finite, not silent.
@@ -708,13 +720,19 @@ def fit_pair(
             raise ValueError(f"{name} is silent: there is nothing to align")
     if int(max_sections) < 1:
         raise ValueError(f"max_sections must be >= 1, got {max_sections!r}")
+    if x.size < MIN_PAIR_SAMPLES:
+        raise ValueError(
+            f"dry and wet have {x.size} samples: too short to measure a phase response "
+            f"(at least {MIN_PAIR_SAMPLES})"
+        )
     n_fft = response_n_fft(x.size, sr) if n_fft is None else int(n_fft)
     hi = 0.5 * sr if max_freq_hz is None else min(float(max_freq_hz), 0.5 * sr)
     peak = integer_delay(x, y, max_delay_samples=max_delay_samples)
     max_poles = 2 * int(max_sections)
 
     def aligned_by(fit: AllpassFit, shifted: np.ndarray) -> np.ndarray:
-        y_fit = scipy.signal.sosfilt(fit.sos(), shifted)
+        sos = fit.sos()
+        y_fit = scipy.signal.sosfilt(sos, shifted) if len(sos) else shifted
         return apply_delay(y_fit, fit.delay_samples, fit.polarity)
 
     # First pass from each bulk lag; the one whose aligned dry sums best goes on (the one with

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from diffx.analysis.alignment import estimate_response, parallel_mix
+from diffx.analysis.alignment import apply_delay, estimate_response, parallel_mix
 from diffx.analysis.allpass_fit import (
     AllpassFit,
     PoleSet,
@@ -253,3 +253,11 @@ def test_bad_pairs_are_named():
         fit_pair(np.r_[x[:-1], np.nan], x, SR)
     with pytest.raises(ValueError, match="max_sections"):
         fit_pair(x, x, SR, max_sections=0)
+    with pytest.raises(ValueError, match="100 samples: too short"):
+        fit_pair(x[:100], x[:100], SR)
+
+
+def test_pure_latency_is_a_delay():
+    x = np.random.default_rng(7).standard_normal(SR)
+    fit = fit_pair(x, apply_delay(x, 7.0), SR)
+    assert len(fit.sos()) == 0 and fit.delay_samples == pytest.approx(7.0, abs=1e-6)
