@@ -225,7 +225,7 @@ def fit_channel_direct(
     wet: torch.Tensor,
     sample_rate: int,
     max_sections: int = 8,
-    weighting: str = "coherence",
+    weighting: str = "auto",
     max_delay_ms: float = 100.0,
     fallback_to_delay: bool = True,
 ) -> Alignment:
@@ -344,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-delay-fallback", action="store_true",
                         help="--method fit: keep the cascade even where a delay alone sums "
                              "better")  # fmt: skip
-    parser.add_argument("--weighting", default=None, choices=["coherence", "cross_power"],
-                        help="frequency weights of the phase fit (default: coherence with "
-                             "--method fit, cross_power with --method biasnet)")
+    parser.add_argument("--weighting", default=None,
+                        choices=["auto", "coherence", "cross_power"],
+                        help="frequency weights of the phase fit (default: auto with --method "
+                             "fit: coherence, then cross_power where that leaves the mix short "
+                             "of perfect; cross_power with --method biasnet)")
     parser.add_argument("--max-delay-ms", type=float, default=100.0,
                         help="search the bulk delay within +-this ms (default: %(default)s)")
     parser.add_argument("--max-length-diff-ms", type=float, default=50.0,
@@ -356,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sections is None:
         args.sections = 8 if args.method == "fit" else 4
     if args.weighting is None:
-        args.weighting = "coherence" if args.method == "fit" else "cross_power"
+        args.weighting = "auto" if args.method == "fit" else "cross_power"
+    if args.method == "biasnet" and args.weighting == "auto":
+        parser.error("--weighting auto is for --method fit; biasnet takes coherence or "
+                     "cross_power")
     for name in ("sections", "first_order", "steps"):
         if getattr(args, name) < 0 or (name == "steps" and args.steps < 1):
             parser.error(f"--{name.replace('_', '-')} must be positive")

@@ -92,7 +92,7 @@ def test_bad_input_is_refused_by_name(tmp_path, dry, make_wet, message):
 
 
 def test_too_short_files_are_refused_by_name(tmp_path, dry):
-    path = _write(tmp_path / "short.wav", dry[:10])
+    path = _write(tmp_path / "short.wav", dry[SR : SR + 10])
     with pytest.raises(SystemExit, match="short.wav .*10 samples: too short"):
         _run(tmp_path, path, path)
 

@@ -81,6 +81,8 @@ SAME_MIX_DB = 1e-5
 """Fits whose comb-filter losses differ by less than this (dB) sum alike (the fewer poles
 win). Small: the loss of an exact fit is about 1e-10 dB, and a fit 0.0002 dB short of
 another can still be tens of degrees off where the signal is quiet."""
+PERFECT_MIX_DB = 1e-3
+"""A mix this close to 0 dB comb-filter loss leaves nothing for another weighting to gain."""
 MIN_PAIR_SAMPLES = 1024
 """Shortest pair :func:`fit_pair` measures (23 ms at 44.1 kHz: four Welch segments of 256)."""
 MIN_COHERENCE = 0.05
@@ -680,7 +682,7 @@ def fit_pair(
     wet: np.ndarray,
     sample_rate: float,
     max_sections: int = 8,
-    weighting: str = "coherence",
+    weighting: str = "auto",
     max_delay_samples: int | None = None,
     min_freq_hz: float = 0.0,
     max_freq_hz: float | None = None,
@@ -705,7 +707,9 @@ def fit_pair(
         sample_rate: Hz.
         max_sections: most second-order sections (``2 * max_sections`` poles; first-order
             sections count one pole each).
-        weighting: of the phase fit (:func:`response_weights`).
+        weighting: of the phase fit (:func:`response_weights`), or ``"auto"``: coherence,
+            and when that leaves the mix short of perfect (more than :data:`PERFECT_MIX_DB`
+            lost) also cross-power, the better mix kept.
         max_delay_samples: search the bulk lag within +-this (default: the whole signal).
         min_freq_hz, max_freq_hz: band of the fit (default: every measured frequency above
             0 Hz and below Nyquist).
@@ -727,67 +731,87 @@ def fit_pair(
         )
     n_fft = response_n_fft(x.size, sr) if n_fft is None else int(n_fft)
     hi = 0.5 * sr if max_freq_hz is None else min(float(max_freq_hz), 0.5 * sr)
+    if weighting not in WEIGHTINGS + ("auto",):
+        raise ValueError(f"weighting must be 'auto' or one of {WEIGHTINGS}, got {weighting!r}")
     peak = integer_delay(x, y, max_delay_samples=max_delay_samples)
     max_poles = 2 * int(max_sections)
+    measured: dict[int, tuple[np.ndarray, object]] = {}
+
+    def measure(bulk: int):
+        if bulk not in measured:
+            shifted = apply_delay(x, bulk)
+            measured[bulk] = (shifted, estimate_response(shifted, y, sr, n_fft=n_fft))
+        return measured[bulk]
+
+    # Three bulk lags. The onset: a cascade delays every frequency, so its group delay never
+    # falls below the latency before it, and the low end of the measured group delay is a lag
+    # to start from (the cross-correlation peak may lie deep in the cascade's resonance, lag 0
+    # far before a real latency).
+    onset = int(peak.delay_samples) + onset_lag(measure(int(peak.delay_samples))[1])
+    if max_delay_samples is not None and abs(onset) > max_delay_samples:
+        onset = int(peak.delay_samples)
+    bulks = list(dict.fromkeys([int(peak.delay_samples), onset, 0]))
 
     def aligned_by(fit: AllpassFit, shifted: np.ndarray) -> np.ndarray:
         sos = fit.sos()
         y_fit = scipy.signal.sosfilt(sos, shifted) if len(sos) else shifted
         return apply_delay(y_fit, fit.delay_samples, fit.polarity)
 
-    # First pass from each bulk lag; the one whose aligned dry sums best goes on (the one with
-    # fewer poles when they sum alike: from lag 0, a latency takes poles to imitate).
-    firsts = []
-    bulks = [int(peak.delay_samples), 0]
-    i = 0
-    while i < len(bulks):
-        bulk = bulks[i]
-        i += 1
-        shifted = apply_delay(x, bulk)
-        response = estimate_response(shifted, y, sr, n_fft=n_fft)
-        if i == 1:
-            # The onset: a cascade delays every frequency, so its group delay never falls
-            # below the latency before it. The low end of the measured group delay is a third
-            # lag to start from (the peak may lie deep in the cascade's resonance, lag 0 far
-            # before a real latency).
-            onset = bulk + onset_lag(response)
-            if onset not in bulks and (max_delay_samples is None
-                                       or abs(onset) <= max_delay_samples):  # fmt: skip
-                bulks.insert(1, onset)
-        f = response.freqs_hz
-        band = (f > max(min_freq_hz, 0.0)) & (f < hi)
-        w = response_weights(response, weighting)[band]
-        if not w.sum() > 0:
-            continue
-        fit = fit_allpass_phase(f[band], response.phase_rad[band], w, sr, max_poles=max_poles,
-                                **fit_kwargs)  # fmt: skip
-        loss = comb_loss_db(aligned_by(fit, shifted), y)
-        firsts.append((loss, bulk, fit, shifted, f[band]))
-    if not firsts:
+    def attempt(weights: str) -> tuple[float, int, AllpassFit] | None:
+        # First pass from each bulk lag; the one whose aligned dry sums best goes on (the one
+        # with fewer poles when they sum alike: from lag 0, a latency takes poles to imitate).
+        firsts = []
+        for bulk in bulks:
+            shifted, response = measure(bulk)
+            f = response.freqs_hz
+            band = (f > max(min_freq_hz, 0.0)) & (f < hi)
+            w = response_weights(response, weights)[band]
+            if not w.sum() > 0:
+                continue
+            fit = fit_allpass_phase(f[band], response.phase_rad[band], w, sr,
+                                    max_poles=max_poles, **fit_kwargs)  # fmt: skip
+            firsts.append((comb_loss_db(aligned_by(fit, shifted), y), bulk, fit, f[band]))
+        if not firsts:
+            return None
+        top = max(c[0] for c in firsts)
+        alike = [c for c in firsts if c[0] >= top - SAME_MIX_DB]
+        loss, bulk, fit, freqs = min(alike, key=lambda c: (c[2].poles.n_poles, -c[0]))
+        shifted = measure(bulk)[0]
+        # Second pass: Welch's estimate is biased where the group delay is a sizeable part of
+        # its segment. What the first fit leaves is short, so its estimate is not; the first
+        # fit's phase plus that remainder is the better measurement, fitted again from the
+        # first fit and from designs of nearby orders.
+        residual = estimate_response(aligned_by(fit, shifted), y, sr, n_fft=n_fft)
+        band = (residual.freqs_hz > max(min_freq_hz, 0.0)) & (residual.freqs_hz < hi)
+        w2 = response_weights(residual, weights)[band]
+        if w2.sum() > 0:
+            n = fit.poles.n_poles
+            second = fit_allpass_phase(
+                freqs, fit.phase_rad(freqs) + residual.phase_rad[band], w2, sr,
+                min_poles=max(1, n - 2), max_poles=min(max_poles, n + 2),
+                delays=(fit.delay_samples,), polarities=(fit.polarity,), starts=(fit,),
+                **fit_kwargs,
+            )  # fmt: skip
+            second_loss = comb_loss_db(aligned_by(second, shifted), y)
+            if second_loss >= loss:
+                loss, fit = second_loss, second
+        return loss, bulk, fit
+
+    # "auto": each frequency by how well its phase is known (the whole phase response, what a
+    # cascade that is the effect needs); when that leaves the mix short of perfect (an effect
+    # that is no allpass), also by its share of the sum, and the better mix wins.
+    best = None
+    for weights in ("coherence", "cross_power") if weighting == "auto" else (weighting,):
+        if best is not None and best[0] >= -PERFECT_MIX_DB:
+            break
+        result = attempt(weights)
+        if result is not None and (best is None or result[0] > best[0]):
+            best = result
+    if best is None:
         raise ValueError(
             "the dry and wet share no coherent energy: is the wet a processed copy of the dry?"
         )
-    top = max(c[0] for c in firsts)
-    alike = [c for c in firsts if c[0] >= top - SAME_MIX_DB]
-    loss, bulk, fit, shifted, freqs = min(alike, key=lambda c: (c[2].poles.n_poles, -c[0]))
-    # Second pass: Welch's estimate is biased where the group delay is a sizeable part of its
-    # segment. What the first fit leaves is short, so its estimate is not; the first fit's
-    # phase plus that remainder is the better measurement, fitted again from the first fit
-    # and from designs of nearby orders.
-    residual = estimate_response(aligned_by(fit, shifted), y, sr, n_fft=n_fft)
-    band = (residual.freqs_hz > max(min_freq_hz, 0.0)) & (residual.freqs_hz < hi)
-    w2 = response_weights(residual, weighting)[band]
-    if w2.sum() > 0:
-        n = fit.poles.n_poles
-        second = fit_allpass_phase(
-            freqs, fit.phase_rad(freqs) + residual.phase_rad[band], w2, sr,
-            min_poles=max(1, n - 2), max_poles=min(max_poles, n + 2),
-            delays=(fit.delay_samples,), polarities=(fit.polarity,), starts=(fit,),
-            **fit_kwargs,
-        )  # fmt: skip
-        second_loss = comb_loss_db(aligned_by(second, shifted), y)
-        if second_loss >= loss:
-            loss, fit = second_loss, second
+    loss, bulk, fit = best
     delay = fractional_delay_estimate(x, y, max_delay_samples=max_delay_samples)
     delay_loss = comb_loss_db(apply_delay(x, delay.delay_samples, delay.polarity), y)
     if fallback_to_delay and delay_loss > loss:

@@ -165,8 +165,9 @@ def test_fit_is_deterministic():
 
 
 def test_leading_phase_falls_back_to_a_delay():
-    """A parametric EQ whose phase leads below 500 Hz (shelf boost) on guitar: no lagging
-    cascade sums better than the best delay, so the delay alone is returned."""
+    """A parametric EQ whose phase leads below 500 Hz (shelf boost) on guitar: fitted over the
+    whole band (coherence weights), no lagging cascade sums better than the best delay, so the
+    delay alone is returned. (Weighted by cross-power, "auto" finds one that does.)"""
     import torch
 
     from diffx.functional import parametric_eq
@@ -181,12 +182,13 @@ def test_leading_phase_falls_back_to_a_delay():
             band_qs=torch.tensor([0.707, 0.707]), high_shelf_freq_hz=8000.0,
             high_shelf_gain_db=-5.0,
         )[0, 0].numpy()  # fmt: skip
-    fit = fit_pair(x.numpy(), y, SR)
+    fit = fit_pair(x.numpy(), y, SR, weighting="coherence")
     assert fit.fallback and fit.fit is None and len(fit.sos()) == 0
     assert fit.comb_loss_db == fit.delay_only_comb_loss_db
     assert parallel_mix(fit.apply(x.numpy()), y).comb_loss_db == pytest.approx(fit.comb_loss_db)
-    kept = fit_pair(x.numpy(), y, SR, fallback_to_delay=False)
+    kept = fit_pair(x.numpy(), y, SR, weighting="coherence", fallback_to_delay=False)
     assert kept.fit is not None and kept.comb_loss_db < fit.comb_loss_db
+    assert fit_pair(x.numpy(), y, SR).comb_loss_db > fit.comb_loss_db
 
 
 @pytest.mark.parametrize("sos", [[section(0.9, 300)], [first_order(0.5)]])
@@ -261,3 +263,19 @@ def test_pure_latency_is_a_delay():
     x = np.random.default_rng(7).standard_normal(SR)
     fit = fit_pair(x, apply_delay(x, 7.0), SR)
     assert len(fit.sos()) == 0 and fit.delay_samples == pytest.approx(7.0, abs=1e-6)
+
+
+def test_auto_weighting_keeps_the_better_mix_on_a_filter_that_is_no_allpass():
+    # a 2nd-order Butterworth high-pass at 300 Hz on guitar: its phase leads at low frequencies
+    from diffx.io import load_demo
+
+    x, _ = load_demo("guitar_clean", sample_rate=SR)
+    x = x[0, : 2 * SR].double().numpy()
+    y = scipy.signal.sosfilt(scipy.signal.butter(2, 300, "highpass", fs=SR, output="sos"), x)
+    fits = {w: fit_pair(x, y, SR, weighting=w, fallback_to_delay=False)
+            for w in ("auto", "coherence", "cross_power")}  # fmt: skip
+    losses = {w: f.comb_loss_db for w, f in fits.items()}
+    assert losses["auto"] == max(losses["coherence"], losses["cross_power"])
+    assert losses["auto"] > parallel_mix(x, y).comb_loss_db
+    with pytest.raises(ValueError, match="weighting must be 'auto' or one of"):
+        fit_pair(x, y, SR, weighting="loud")
