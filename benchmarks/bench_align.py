@@ -463,6 +463,9 @@ def render(rows, effects, args) -> str:
         if s["n"]:
             lines.append(f"| {name} | {s['n']} | {100 * s['success']:.1f} % | "
                          f"{s['median_comb_loss_db']:+.4f} | {s['median_seconds']:.2f} |")
+    fell_back = [str(r["seed"]) for r in rows if r["diffx"].get("fallback")]
+    lines += ["", f"The delay fall-back (no section) was kept in {len(fell_back)} of {len(rows)} "
+              "known cascades" + (f" (seeds {', '.join(fell_back)})." if fell_back else ".")]
     fails = [r for r in rows if not r["diffx"]["success"]]
     if fails:
         lines += ["", "Failed cases (seed: sections, largest pole radius, signal, rate -> NCC, "

@@ -15,8 +15,8 @@ Methods (``--method``):
 
 - ``fit`` (default): :func:`diffx.analysis.allpass_fit.fit_pair`, a least-squares allpass
   design of every order up to ``2 * --sections`` poles from the measured phase, refined by
-  Levenberg-Marquardt, the fewest poles that fit kept. Deterministic, about a second per
-  channel; on the generated suite of ``benchmarks/bench_align.py`` it finds the phase of
+  Levenberg-Marquardt, the fewest poles that fit kept. Deterministic, a few seconds per
+  channel on one core; on the generated suite of ``benchmarks/bench_align.py`` it finds the phase of
   known cascades of up to 8 sections (see the README).
 - ``biasnet``: the method of Bargum et al. (2023), a :class:`diffx.nn.BiasNet` cascade trained
   by gradient descent (:class:`diffx.tasks.PhaseAlignment`; four second-order sections by
@@ -56,6 +56,7 @@ from diffx.analysis.alignment import (
     max_lag_samples,
     parallel_mix,
 )
+from diffx.analysis.allpass_fit import fit_pair
 from diffx.io.alignment import Alignment, save_alignments
 
 CLIP_LEVEL = 0.999
@@ -231,8 +232,6 @@ def fit_channel_direct(
 ) -> Alignment:
     """Fit one channel with :func:`diffx.analysis.allpass_fit.fit_pair` (``--method fit``):
     ``dry`` and ``wet`` ``(samples,)``, same length. Deterministic."""
-    from diffx.analysis.allpass_fit import fit_pair
-
     fit = fit_pair(
         dry.reshape(-1).double().numpy(), wet.reshape(-1).double().numpy(), sample_rate,
         max_sections=max_sections, weighting=weighting,

@@ -104,18 +104,20 @@ def effects() -> dict[str, tuple[str, object]]:
     }  # fmt: skip
 
 
-def run(seconds: float, steps: int, out: str | None, only: str | None = None) -> str:
+def run(seconds: float, steps: int, out: str | None, only: str | None = None,
+        methods: list[str] | None = None) -> str:  # fmt: skip
     rows = []
     started = time.perf_counter()
     pairs = {k: v for k, v in effects().items() if only is None or only.lower() in k.lower()}
-    progress = tqdm(total=len(pairs) * len(METHODS), desc="pairs x methods")
+    chosen = {m: k for m, k in METHODS.items() if not methods or m in methods}
+    progress = tqdm(total=len(pairs) * len(chosen), desc="pairs x methods")
     for name, (clip, effect) in pairs.items():
         x, _ = load_demo(clip, sample_rate=SAMPLE_RATE)
         x = x[0, : int(seconds * SAMPLE_RATE)].double().numpy()
         x = x / np.abs(x).max() * 10 ** (-1 / 20)
         y = effect(x)
         results = {}
-        for method, kwargs in METHODS.items():
+        for method, kwargs in chosen.items():
             if method == "as recorded":
                 aligned = x
             elif method == "integer delay":
@@ -149,8 +151,8 @@ def run(seconds: float, steps: int, out: str | None, only: str | None = None) ->
         f"{seconds:g} s of each clip at {SAMPLE_RATE} Hz, {steps} steps per BiasNet fit; NCC "
         f"at lag 0 in brackets. {minutes:.1f} min on this machine.",
         "",
-        "| effect (dry clip) | " + " | ".join(METHODS) + " |",
-        "|---|" + "---:|" * len(METHODS),
+        "| effect (dry clip) | " + " | ".join(chosen) + " |",
+        "|---|" + "---:|" * len(chosen),
     ]
     for name, clip, results in rows:
         cells = [f"{r.comb_loss_db:+.3f} ({r.ncc:+.3f})" for r in results.values()]
@@ -169,10 +171,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per fit")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--only", default=None, help="run the pairs whose name contains this")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                        metavar="METHOD", help=f"run only these columns: {list(METHODS)}")
     args = parser.parse_args()
     if not args.seconds > 0 or not math.isfinite(args.seconds):
         parser.error("--seconds must be positive")
-    print(run(args.seconds, args.steps, args.out, args.only))
+    print(run(args.seconds, args.steps, args.out, args.only, args.methods))
 
 
 if __name__ == "__main__":

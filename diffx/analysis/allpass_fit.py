@@ -757,11 +757,11 @@ def fit_pair(
         y_fit = scipy.signal.sosfilt(sos, shifted) if len(sos) else shifted
         return apply_delay(y_fit, fit.delay_samples, fit.polarity)
 
-    def attempt(weights: str) -> tuple[float, int, AllpassFit] | None:
+    def attempt(weights: str, lags: list[int]) -> tuple[float, int, AllpassFit] | None:
         # First pass from each bulk lag; the one whose aligned dry sums best goes on (the one
         # with fewer poles when they sum alike: from lag 0, a latency takes poles to imitate).
         firsts = []
-        for bulk in bulks:
+        for bulk in lags:
             shifted, response = measure(bulk)
             f = response.freqs_hz
             band = (f > max(min_freq_hz, 0.0)) & (f < hi)
@@ -800,11 +800,13 @@ def fit_pair(
     # "auto": each frequency by how well its phase is known (the whole phase response, what a
     # cascade that is the effect needs); when that leaves the mix short of perfect (an effect
     # that is no allpass), also by its share of the sum, and the better mix wins.
+    # The second weighting starts from the bulk lag the first found best (it changes how the
+    # phase is fitted, not where the cascade starts).
     best = None
     for weights in ("coherence", "cross_power") if weighting == "auto" else (weighting,):
         if best is not None and best[0] >= -PERFECT_MIX_DB:
             break
-        result = attempt(weights)
+        result = attempt(weights, bulks if best is None else [best[1]])
         if result is not None and (best is None or result[0] > best[0]):
             best = result
     if best is None:
