@@ -156,9 +156,15 @@ def alignment_phase(sos, delay_samples, polarity, freqs_hz, sample_rate) -> np.n
 
 def judge(case: Case, dry, wet, aligned, sos, delay, polarity) -> dict:
     f, _ = energy_band(dry, case.sample_rate)
-    truth = alignment_phase(case.sos, 0.0, 1, f, case.sample_rate)
-    fitted = alignment_phase(sos, delay, polarity, f, case.sample_rate)
-    err = np.degrees(np.abs(np.angle(np.exp(1j * (fitted - truth)))))
+    return verdict(case, f, alignment_phase(sos, delay, polarity, f, case.sample_rate),
+                   aligned, wet)  # fmt: skip
+
+
+def verdict(case: Case, freqs_hz, fitted_phase, aligned, wet) -> dict:
+    """The success criterion (module notes) for a fitted phase at ``freqs_hz`` (the dry's
+    energy band) and the aligned dry."""
+    truth = alignment_phase(case.sos, 0.0, 1, freqs_hz, case.sample_rate)
+    err = np.degrees(np.abs(np.angle(np.exp(1j * (fitted_phase - truth)))))
     mix = parallel_mix(aligned, wet)
     ok = mix.ncc > NCC_GOAL and float(err.max()) < PHASE_GOAL_DEG
     return {"ncc": mix.ncc, "comb_loss_db": mix.comb_loss_db,
@@ -271,17 +277,13 @@ def run_diff_apf(case: Case, repo: str, budget_s: float) -> dict:
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     aligned = scipy.signal.fftconvolve(dry, np.asarray(res["impulse_response"]))[: dry.size]
     # Its model's phase: measured from the aligned output (it keeps no sos of its own).
-    mix = parallel_mix(aligned, wet)
     f, _ = energy_band(dry, case.sample_rate)
     _, h = scipy.signal.csd(dry, aligned, fs=case.sample_rate, nperseg=4096)
     fw, sxx = scipy.signal.welch(dry, fs=case.sample_rate, nperseg=4096)
     fitted = np.angle(np.interp(f, fw, (h / sxx).real) + 1j * np.interp(f, fw, (h / sxx).imag))
-    truth = alignment_phase(case.sos, 0.0, 1, f, case.sample_rate)
-    err = np.degrees(np.abs(np.angle(np.exp(1j * (fitted - truth)))))
-    ok = mix.ncc > NCC_GOAL and float(err.max()) < PHASE_GOAL_DEG
-    return {"ncc": mix.ncc, "comb_loss_db": mix.comb_loss_db,
-            "max_phase_error_deg": float(err.max()), "success": bool(ok),
-            "seconds": res["seconds"], "steps": res["steps"]}  # fmt: skip
+    out = verdict(case, f, fitted, aligned, wet)
+    out.update(seconds=res["seconds"], steps=res["steps"])
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ from diffx.analysis.alignment import (
 )
 
 WEIGHTINGS = ("coherence", "cross_power", "uniform")
+DESIGN_DELAYS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
+"""Residual delays (samples) the designs start from (:func:`fit_allpass_phase`)."""
 MAX_POLE_RADIUS = 0.9999
 """Largest pole radius a fit may use (stable with margin in float64 filtering)."""
 COHERENCE_CAP = 0.9999
@@ -413,7 +415,7 @@ def fit_allpass_phase(
     weight: np.ndarray,
     sample_rate: float,
     max_poles: int = 16,
-    delays: tuple[float, ...] = (-2, -1.5, -1, -0.5, 0, 0.5, 1),
+    delays: tuple[float, ...] = DESIGN_DELAYS,
     polarities: tuple[int, ...] = (1, -1),
     min_poles: int = 1,
     warps: tuple[float, ...] = (0.0, 0.3, 0.6, 0.8, -0.5),

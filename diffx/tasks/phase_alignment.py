@@ -52,7 +52,7 @@ from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
 from diffx.analysis.alignment import parallel_mix
-from diffx.analysis.allpass_fit import fit_allpass_phase, response_weights
+from diffx.analysis.allpass_fit import DESIGN_DELAYS, fit_allpass_phase, response_weights
 from diffx.io.alignment import Alignment, save_alignment
 from diffx.losses import ESRLoss
 from diffx.losses.phase import (
@@ -70,8 +70,6 @@ TIME_LOSSES = ("esr", "l1", "ncc", "complex_stft", "parallel_mix")
 LOSSES = FREQUENCY_LOSSES + TIME_LOSSES
 WEIGHTINGS = ("coherence", "cross_power")
 INITS = ("fit", "network")
-DESIGN_DELAYS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
-"""Residual delays (samples) the fit start designs from, around the bulk lag and around 0."""
 MAX_UNDO_BULK = 512
 """Largest bulk lag (samples) also undone by the fit start: an allpass's own delay is
 shorter; a longer lag is latency."""
