@@ -46,6 +46,10 @@ MAX_ABS_DRIVE_DB = 60.0
 MIN_THRESHOLD_DB = -100.0
 MAX_THRESHOLD_DB = 40.0
 LOG_2 = math.log(2.0)
+# Shaper inputs are clipped to +-1e15 (300 dB above full scale): every shaper is saturated to
+# float precision long before, and the antiderivatives (~|u|) and ADAA's differences stay finite
+# for any finite audio, even where ``x * drive`` overflows float32.
+MAX_SHAPER_INPUT = 1e15
 
 
 def adaa_tolerance(dtype: torch.dtype) -> float:
@@ -53,9 +57,22 @@ def adaa_tolerance(dtype: torch.dtype) -> float:
     return (16.0 * torch.finfo(dtype).eps) ** (1.0 / 3.0)
 
 
-def _check_antialiasing(antialiasing: str | None) -> None:
+def _check_antialiasing(antialiasing: str | None, adaa_tol: float | None = None) -> None:
     if antialiasing not in ANTIALIASING:
         raise ValueError(f"antialiasing must be one of {ANTIALIASING}, got {antialiasing!r}")
+    if adaa_tol is not None:
+        _check_tolerance(adaa_tol, "adaa_tol")
+
+
+def _check_tolerance(tol: float, name: str) -> float:
+    """A relative ADAA tolerance must be a number in [0, 1] (1 = always the midpoint rule)."""
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {tol!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be a number in [0, 1], got {tol!r}")
+    return value
 
 
 def adaa1(
@@ -70,13 +87,13 @@ def adaa1(
         u: ``(..., samples)`` input of the nonlinearity.
         f: the nonlinearity (elementwise, differentiable).
         antiderivative: ``F`` with ``F' = f`` (elementwise, differentiable).
-        tol: relative tolerance of the midpoint fallback; ``None`` = ``adaa_tolerance(dtype)``.
+        tol: relative tolerance of the midpoint fallback, in [0, 1]; ``None`` =
+            ``adaa_tolerance(dtype)``.
 
     Returns:
         ``(..., samples)`` anti-aliased output, delayed by half a sample relative to ``f(u)``.
     """
-    if tol is None:
-        tol = adaa_tolerance(u.dtype)
+    tol = adaa_tolerance(u.dtype) if tol is None else _check_tolerance(tol, "tol")
     u_prev = torch.nn.functional.pad(u[..., :-1], (1, 0))
     du = u - u_prev
     scale = torch.maximum(u.abs(), u_prev.abs()).clamp_min(1.0)
@@ -124,8 +141,11 @@ def _shape(
     antialiasing: str | None,
     tol: float | None,
 ) -> torch.Tensor:
-    """``post * f(pre * x)`` with ``pre``, ``post`` shaped ``(batch,)``, optionally with ADAA."""
-    u = x * pre[:, None, None]
+    """``post * f(pre * x)`` with ``pre``, ``post`` shaped ``(batch,)``, optionally with ADAA.
+
+    ``pre * x`` is clipped to ``+-MAX_SHAPER_INPUT`` (no gradient flows past the clip).
+    """
+    u = (x * pre[:, None, None]).clamp(-MAX_SHAPER_INPUT, MAX_SHAPER_INPUT)
     y = f(u) if antialiasing is None else adaa1(u, f, antiderivative, tol)
     return y * post[:, None, None]
 
@@ -145,13 +165,14 @@ def tanh_distortion(
         x: ``(batch, channels, samples)`` audio.
         drive_db: ``(batch,)`` or scalar input gain in dB, within ``+-MAX_ABS_DRIVE_DB``.
         antialiasing: ``None`` or ``"adaa1"``.
-        adaa_tol: relative tolerance of the ADAA fallback (``None`` = ``adaa_tolerance``).
+        adaa_tol: relative tolerance of the ADAA fallback in [0, 1] (``None`` =
+            ``adaa_tolerance``).
 
     Returns:
         ``(batch, channels, samples)`` audio in (-1, 1).
     """
     check_audio(x, "x")
-    _check_antialiasing(antialiasing)
+    _check_antialiasing(antialiasing, adaa_tol)
     g = db_to_amplitude(
         as_param(drive_db, "drive_db", x.shape[0], x, -MAX_ABS_DRIVE_DB, MAX_ABS_DRIVE_DB)
     )
@@ -175,13 +196,14 @@ def hard_clip(
         threshold_db: ``(batch,)`` or scalar clip level in dBFS, in
             ``[MIN_THRESHOLD_DB, MAX_THRESHOLD_DB]``.
         antialiasing: ``None`` or ``"adaa1"``.
-        adaa_tol: relative tolerance of the ADAA fallback (``None`` = ``adaa_tolerance``).
+        adaa_tol: relative tolerance of the ADAA fallback in [0, 1] (``None`` =
+            ``adaa_tolerance``).
 
     Returns:
         ``(batch, channels, samples)`` audio within ``[-c, c]``.
     """
     check_audio(x, "x")
-    _check_antialiasing(antialiasing)
+    _check_antialiasing(antialiasing, adaa_tol)
     t = as_param(threshold_db, "threshold_db", x.shape[0], x, MIN_THRESHOLD_DB, MAX_THRESHOLD_DB)
     c = db_to_amplitude(t)
     return _shape(x, 1.0 / c, c, _hard, _hard_antiderivative, antialiasing, adaa_tol)
@@ -204,13 +226,14 @@ def soft_clip(
         x: ``(batch, channels, samples)`` audio.
         drive_db: ``(batch,)`` or scalar input gain in dB, within ``+-MAX_ABS_DRIVE_DB``.
         antialiasing: ``None`` or ``"adaa1"``.
-        adaa_tol: relative tolerance of the ADAA fallback (``None`` = ``adaa_tolerance``).
+        adaa_tol: relative tolerance of the ADAA fallback in [0, 1] (``None`` =
+            ``adaa_tolerance``).
 
     Returns:
         ``(batch, channels, samples)`` audio in [-1, 1].
     """
     check_audio(x, "x")
-    _check_antialiasing(antialiasing)
+    _check_antialiasing(antialiasing, adaa_tol)
     g = db_to_amplitude(
         as_param(drive_db, "drive_db", x.shape[0], x, -MAX_ABS_DRIVE_DB, MAX_ABS_DRIVE_DB)
     )

@@ -38,6 +38,15 @@ _DB_TO_NEPER = math.log(10.0) / 20.0  # 10^(g / 20) = exp(g * _DB_TO_NEPER)
 # 10^(makeup / 20) far inside float32 range (float32 overflows near +770 dB).
 THRESHOLD_RANGE_DB = (-120.0, 24.0)
 MIN_RATIO = 1.0
+# Ratios beyond 1e6 compress no differently in float arithmetic (the slope 1/R - 1 is -1 to
+# within float32 precision from about R = 1e7).
+MAX_RATIO = 1e6
+# Knee widths: 0 (hard) to 120 dB, which already spans the whole range of real levels; the
+# knee's quadratic (d + W/2)^2 / (2 W) stays far inside float32 range.
+KNEE_RANGE_DB = (0.0, 120.0)
+# Narrower knees are hard knees: 1 / (2 W) overflows for subnormal widths, and a knee this
+# narrow moves the gain by at most |1/R - 1| W / 8 < 1.25e-7 dB.
+MIN_SOFT_KNEE_DB = 1e-6
 TIME_RANGE_MS = (1e-3, 60_000.0)
 MAKEUP_RANGE_DB = (-120.0, 120.0)
 
@@ -75,13 +84,14 @@ def compressor_gain_db(
     ``0`` for ``2 d < -W``; ``(1/ratio - 1) (d + W/2)^2 / (2 W)`` for ``2 |d| <= W``;
     ``(1/ratio - 1) d`` above. The curve and its derivatives in every argument are
     continuous across both knee edges, and ``W = 0`` gives the hard knee with finite
-    gradients (the knee formula is never evaluated with a zero width).
+    gradients (the knee formula is never evaluated with a zero width). Widths up to
+    ``MIN_SOFT_KNEE_DB`` = 1e-6 dB are taken as hard knees (the curves differ by < 1.25e-7 dB).
 
     Args:
         level_db: ``(batch, samples)`` detector level in dB.
         threshold_db: ``(batch,)`` dB.
         ratio: ``(batch,)`` compression ratio >= 1.
-        knee_db: ``(batch,)`` knee width in dB >= 0.
+        knee_db: ``(batch,)`` knee width in dB in ``KNEE_RANGE_DB`` = [0, 120].
 
     Returns:
         ``(batch, samples)`` gain in dB (<= 0).
@@ -93,8 +103,8 @@ def _gain_from_slope(level_db, threshold_db, slope, knee_db):
     """Gain computer parameterised by ``slope = 1/ratio - 1`` (as the numba kernels)."""
     d = level_db - threshold_db[:, None]
     slope = slope[:, None]
-    knee = knee_db[:, None]
-    has_knee = knee > 0
+    has_knee = knee_db[:, None] > MIN_SOFT_KNEE_DB
+    knee = torch.where(has_knee, knee_db[:, None], torch.zeros_like(knee_db[:, None]))
     safe_knee = torch.where(has_knee, knee, torch.ones_like(knee))
     q = d + 0.5 * knee
     in_knee = has_knee & (2.0 * d.abs() <= knee)
@@ -141,7 +151,7 @@ def _gain_scalar(d, slope, knee, half_inv_knee):  # pragma: no cover - compiled
     ``slope (q^2 / (2W) + max(d - W/2, 0))``, so noisy levels near the knee cost no branch
     mispredictions. ``half_inv_knee`` = 1 / (2W), hoisted out of the sample loop.
     """
-    if knee > 0.0:
+    if knee > MIN_SOFT_KNEE_DB:
         q = min(max(d + 0.5 * knee, 0.0), knee)
         return slope * (q * q * half_inv_knee + max(d - 0.5 * knee, 0.0))
     return slope * max(d, 0.0)
@@ -163,7 +173,7 @@ def _smooth_forward_body(level, params, smooth, exponent):  # pragma: no cover -
         aa = params[b, 3]
         ar = params[b, 4]
         makeup = params[b, 5]
-        half_inv_knee = 0.5 / knee if knee > 0.0 else 0.0
+        half_inv_knee = 0.5 / knee if knee > MIN_SOFT_KNEE_DB else 0.0
         state = 0.0
         for n in range(n_samples):
             g = _gain_scalar(level[b, n] - thr, slope, knee, half_inv_knee)
@@ -192,7 +202,7 @@ def _smooth_backward_body(
         knee = params[b, 2]
         aa = params[b, 3]
         ar = params[b, 4]
-        half_inv_knee = 0.5 / knee if knee > 0.0 else 0.0
+        half_inv_knee = 0.5 / knee if knee > MIN_SOFT_KNEE_DB else 0.0
         w = 0.0
         alpha_next = 0.0
         d_thr = 0.0
@@ -207,7 +217,7 @@ def _smooth_backward_body(
             # Gain computer and its derivatives (see _gain_scalar; q/W is 0 below the knee,
             # the knee slope inside, 1 above).
             d = level[b, n] - thr
-            if knee > 0.0:
+            if knee > MIN_SOFT_KNEE_DB:
                 q = min(max(d + 0.5 * knee, 0.0), knee)
                 above = max(d - 0.5 * knee, 0.0)
                 g_norm = q * q * half_inv_knee + above
@@ -411,10 +421,12 @@ def compressor(
         x: ``(batch, channels, samples)`` audio.
         sample_rate: Hz.
         threshold_db: scalar or ``(batch,)``, dB in ``THRESHOLD_RANGE_DB`` = [-120, 24].
-        ratio: scalar or ``(batch,)``, >= 1 (1 = no compression; large values limit).
+        ratio: scalar or ``(batch,)``, in [``MIN_RATIO``, ``MAX_RATIO``] = [1, 1e6] (1 = no
+            compression; large values limit).
         attack_ms: scalar or ``(batch,)``, ms in ``TIME_RANGE_MS`` = [0.001, 60000].
         release_ms: scalar or ``(batch,)``, ms in ``TIME_RANGE_MS``.
-        knee_db: scalar or ``(batch,)``, knee width in dB >= 0 (0 = hard knee).
+        knee_db: scalar or ``(batch,)``, knee width in dB in ``KNEE_RANGE_DB`` = [0, 120]
+            (0 = hard knee).
         makeup_gain_db: scalar or ``(batch,)``, dB in ``MAKEUP_RANGE_DB`` = [-120, 120].
         sidechain: optional ``(batch, sc_channels, samples)`` detector input (same batch size
             and length as ``x``; any channel count). Differentiable.
@@ -444,10 +456,10 @@ def compressor(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     threshold = as_param(threshold_db, "threshold_db", B, x, *THRESHOLD_RANGE_DB)
-    ratio_t = as_param(ratio, "ratio", B, x, low=MIN_RATIO)
+    ratio_t = as_param(ratio, "ratio", B, x, MIN_RATIO, MAX_RATIO)
     attack = as_param(attack_ms, "attack_ms", B, x, *TIME_RANGE_MS)
     release = as_param(release_ms, "release_ms", B, x, *TIME_RANGE_MS)
-    knee = as_param(knee_db, "knee_db", B, x, low=0.0)
+    knee = as_param(knee_db, "knee_db", B, x, *KNEE_RANGE_DB)
     makeup = as_param(makeup_gain_db, "makeup_gain_db", B, x, *MAKEUP_RANGE_DB)
 
     slope = 1.0 / ratio_t - 1.0

@@ -18,6 +18,10 @@ from diffx._validation import as_param, check_audio, check_sample_rate
 # (max ~3.4e38) far from overflow and 1e-12 far above its smallest normal number.
 MAX_ABS_GAIN_DB = 240.0
 
+# Longest delay accepted by ``fractional_delay`` (one hour): far beyond any audio use, and the
+# delay in samples (at most 3.5e8 at 96 kHz) stays exact in an int64 index.
+MAX_DELAY_MS = 3_600_000.0
+
 CONVOLVE_MODES = ("causal", "full")
 
 
@@ -70,7 +74,8 @@ def fractional_delay(
 
     Args:
         x: ``(batch, channels, samples)`` audio.
-        delay_ms: ``(batch,)`` or scalar delay in milliseconds, ``>= 0``.
+        delay_ms: ``(batch,)`` or scalar delay in milliseconds, in [0, ``MAX_DELAY_MS``] (one
+            hour); a delay of at least the signal's length gives silence.
         sample_rate: sample rate in Hz.
 
     Returns:
@@ -79,7 +84,7 @@ def fractional_delay(
     check_audio(x, "x")
     sr = check_sample_rate(sample_rate)
     B, C, T = x.shape  # batch, channels, samples
-    delay = as_param(delay_ms, "delay_ms", B, x, low=0.0) * (sr / 1000.0)  # samples
+    delay = as_param(delay_ms, "delay_ms", B, x, 0.0, MAX_DELAY_MS) * (sr / 1000.0)  # samples
     whole = torch.floor(delay.detach())
     frac = delay - whole  # in [0, 1): the phase k f / N stays within half a turn
     n_fft = scipy.fft.next_fast_len(2 * T + 1, real=True)

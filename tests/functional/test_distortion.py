@@ -298,3 +298,30 @@ def test_shapers_cuda_match_cpu(name, antialiasing):
     cpu = fn(x, **{pname: param}, antialiasing=antialiasing)
     gpu = fn(x.cuda(), **{pname: param.cuda()}, antialiasing=antialiasing)
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+# ------------------------------------------------------------------ issue 20 regressions
+@pytest.mark.parametrize("tol", [-1e-3, 1.5, math.nan, math.inf, "tight"])
+def test_adaa_tolerance_out_of_range_is_refused(tol):
+    with pytest.raises(ValueError, match="adaa_tol must be a number in"):
+        tanh_distortion(torch.zeros(1, 1, 8), 0.0, antialiasing="adaa1", adaa_tol=tol)
+
+
+@pytest.mark.parametrize("antialiasing", [None, "adaa1"])
+@pytest.mark.parametrize("shaper", ["tanh", "soft", "hard"])
+def test_huge_finite_audio_saturates_instead_of_returning_nan(antialiasing, shaper):
+    """float32 audio near its largest value times +60 dB of drive overflowed to Inf and the
+    shapers returned NaN; they now saturate (the output of a saturated shaper is +-1)."""
+    x = torch.tensor([[[3e38, -3e38, 1e30, 0.0, 3e38]]], requires_grad=True)
+    if shaper == "hard":
+        y = hard_clip(x, -100.0, antialiasing=antialiasing)
+        limit = 1e-5
+    else:
+        fn = tanh_distortion if shaper == "tanh" else soft_clip
+        y = fn(x, 60.0, antialiasing=antialiasing)
+        limit = 1.0
+    y.sum().backward()
+    assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(x.grad).all())
+    assert float(y.abs().max()) <= limit * (1 + 1e-6)
+    if antialiasing is None:  # memoryless: each sample saturates to its sign
+        torch.testing.assert_close(y[0, 0, :2], torch.tensor([limit, -limit]))

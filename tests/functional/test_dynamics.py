@@ -13,7 +13,9 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from diffx.functional.dynamics import (
+    KNEE_RANGE_DB,
     MAKEUP_RANGE_DB,
+    MAX_RATIO,
     THRESHOLD_RANGE_DB,
     TIME_RANGE_MS,
     _compress_reference,
@@ -457,3 +459,40 @@ def test_cuda_matches_numba():
     yn.square().sum().backward()
     torch.testing.assert_close(yc.detach().cpu(), yn.detach(), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(xc.grad.cpu(), xn.grad, rtol=1e-8, atol=1e-8)
+
+
+# ------------------------------------------------------------------ issue 20 regressions
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("knee_db", [0.0, 2.2250738585072014e-308, 1e-300, 1e-7, 1e-6, 1.5e-6])
+def test_compressor_tiny_knee_gives_finite_gradients(backend, knee_db):
+    """A subnormal knee width made 1 / (2 W) infinite and the knee gradient NaN (DC input of
+    one sample, the property suite's find). Tiny knees act as the hard knee, to 1e-7 dB."""
+    x = torch.full((2, 1, 1), 10 ** (-120 / 20), dtype=torch.float64, requires_grad=True)
+    knee = torch.tensor([knee_db, 0.0], dtype=torch.float64, requires_grad=True)
+    y = compressor(x, 8000, -120.0, 1.0, 1e-3, 1e-3, knee_db=knee, makeup_gain_db=-120.0,
+                   backend=backend)  # fmt: skip
+    y.sum().backward()
+    assert bool(torch.isfinite(y).all())
+    assert bool(torch.isfinite(x.grad).all()) and bool(torch.isfinite(knee.grad).all())
+    torch.testing.assert_close(y[0], y[1], rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_compressor_silence_at_the_range_ends_is_silence(backend):
+    for threshold, ratio, time_ms in itertools.product(
+        THRESHOLD_RANGE_DB, (1.0, MAX_RATIO), TIME_RANGE_MS
+    ):
+        x = torch.zeros(1, 2, 300, requires_grad=True)
+        y = compressor(x, 96000, threshold, ratio, time_ms, time_ms, knee_db=KNEE_RANGE_DB[1],
+                       makeup_gain_db=120.0, backend=backend)  # fmt: skip
+        y.sum().backward()
+        assert bool((y == 0).all()) and bool(torch.isfinite(x.grad).all())
+
+
+@pytest.mark.parametrize("argument, value", [("ratio", 2e6), ("knee_db", 121.0),
+                                             ("knee_db", -1e-9), ("ratio", 0.999)])
+def test_compressor_refuses_ratio_and_knee_beyond_their_ranges(argument, value):
+    args = dict(threshold_db=-20.0, ratio=4.0, attack_ms=5.0, release_ms=50.0, knee_db=6.0)
+    args[argument] = value
+    with pytest.raises(ValueError, match=rf"^{argument} must be"):
+        compressor(torch.zeros(1, 1, 16), 44100, **args)

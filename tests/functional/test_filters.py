@@ -13,6 +13,9 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from diffx.functional.filters import (
     FILTER_TYPES,
+    MAX_ABS_GAIN_DB,
+    MAX_Q,
+    MIN_Q,
     biquad,
     parametric_eq,
     parametric_eq_sos,
@@ -197,7 +200,7 @@ def test_biquad_bad_parameters():
         biquad("peaking", 100.0, 1.0, SR, float("nan"))
     with pytest.raises(ValueError, match="sample_rate"):
         biquad("peaking", 100.0, 1.0, -1)
-    with pytest.raises(ValueError, match="q must be a scalar or shaped"):
+    with pytest.raises(ValueError, match="q has batch size 2, which does not broadcast"):
         biquad("peaking", torch.ones(3) * 100, torch.ones(2), SR)
 
 
@@ -324,7 +327,10 @@ def test_parametric_eq_band_shape_mismatch():
 
 def test_sosfilt_matches_torchaudio_lfilter_where_available():
     """Cross-check with torchaudio when it imports (optional; its wheels are CUDA-linked)."""
-    torchaudio_functional = pytest.importorskip("torchaudio.functional")
+    try:
+        import torchaudio.functional as torchaudio_functional
+    except (ImportError, OSError) as error:  # PyPI's wheel may not load next to this torch
+        pytest.skip(f"torchaudio does not import: {error}")
     sos = random_sos(2, 1, seed=12)
     x = torch.randn(2, 1, 3000, dtype=torch.float64)
     norm = sos[:, 0] / sos[:, 0, 3:4]
@@ -332,3 +338,69 @@ def test_sosfilt_matches_torchaudio_lfilter_where_available():
         x[:, 0], norm[:, 3:], norm[:, :3], clamp=False, batching=True
     )
     torch.testing.assert_close(sosfilt(x, sos)[:, 0], expected, atol=1e-9, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ issue 20 regressions
+def test_parametric_eq_broadcasts_0d_tensors_next_to_per_item_parameters():
+    """A 0-d tensor shelf next to (batch,) shelves and (n_bands,) bands: the documented
+    broadcasting, checked against the same EQ with every parameter given per item."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 512, dtype=torch.float64)
+    per_item = dict(
+        low_shelf_freq_hz=torch.full((3,), 120.0), low_shelf_gain_db=torch.tensor([3.0, -2, 6]),
+        band_freqs_hz=torch.tensor([[900.0, 3000.0]] * 3), band_gains_db=torch.zeros(3, 2),
+        band_qs=torch.ones(3, 2), high_shelf_freq_hz=torch.full((3,), 6000.0),
+        high_shelf_gain_db=torch.tensor([-4.0, 0, 2]), low_shelf_q=torch.full((3,), 0.707),
+        high_shelf_q=torch.full((3,), 2.0),
+    )  # fmt: skip
+    mixed = dict(per_item, low_shelf_freq_hz=torch.tensor(120.0), band_freqs_hz=torch.tensor(
+        [900.0, 3000.0]), band_gains_db=torch.zeros(2), band_qs=torch.ones(2),
+        high_shelf_freq_hz=6000.0, high_shelf_q=torch.tensor(2.0))  # fmt: skip
+    expected = parametric_eq(x, 44100, **per_item)
+    torch.testing.assert_close(parametric_eq(x, 44100, **mixed), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [("low_shelf_freq_hz", 0.0), ("high_shelf_q", 0.0), ("low_shelf_gain_db", math.nan),
+     ("high_shelf_freq_hz", 30000.0), ("band_qs", -1.0), ("band_gains_db", 500.0)],
+)  # fmt: skip
+def test_parametric_eq_errors_name_the_users_argument(argument, value):
+    args = dict(low_shelf_freq_hz=100.0, low_shelf_gain_db=0.0,
+                band_freqs_hz=torch.tensor([1000.0]), band_gains_db=torch.tensor([0.0]),
+                band_qs=torch.tensor([1.0]), high_shelf_freq_hz=8000.0, high_shelf_gain_db=0.0,
+                low_shelf_q=0.707, high_shelf_q=0.707)  # fmt: skip
+    args[argument] = torch.tensor([value]) if argument.startswith("band") else value
+    with pytest.raises(ValueError, match=rf"^{argument}\b"):
+        parametric_eq(torch.zeros(1, 1, 64), 44100, **args)
+
+
+@pytest.mark.parametrize("filter_type", FILTER_TYPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_biquad_designs_at_the_range_ends_are_accepted_and_stable(filter_type, dtype):
+    """Designs at the band edges and the Q ends were refused as unstable in float32; every
+    design inside the documented ranges must filter, with poles inside the unit circle
+    (checked with numpy's roots in float64 on the design rounded to ``dtype``)."""
+    sr = 48000.0
+    edge = float(torch.tensor(sr / 2 * (1 - 1e-6), dtype=dtype))
+    for freq_hz, q, gain_db in itertools.product(
+        (1e-3, 1.0, 20.0, 23000.0, edge), (MIN_Q, 0.707, MAX_Q), (-MAX_ABS_GAIN_DB, 0.0,
+                                                                  MAX_ABS_GAIN_DB)
+    ):  # fmt: skip
+        sos = biquad(filter_type, freq_hz, q, sr, gain_db, dtype=dtype)
+        assert sos.dtype == dtype
+        poles = np.roots(sos[0, 3:].double().numpy())
+        assert np.abs(poles).max() <= 1 + 1e-6, (freq_hz, q, gain_db)
+        y = sosfilt(torch.ones(1, 1, 4096, dtype=dtype), sos[:, None, :])
+        assert bool(torch.isfinite(y).all()), (freq_hz, q, gain_db)
+
+
+def test_biquad_design_in_float32_is_the_rounded_float64_design():
+    """Exactly the rounded float64 design in the middle of the band; within two ulps where the
+    rounding had to be moved inward (a pole near z = -1)."""
+    for freq_hz, tol in ((1000.0, 0.0), (23999.0, 2.0**-22)):
+        sos32 = biquad("peaking", torch.tensor([freq_hz]), 1000.0, 48000.0, 12.0)
+        sos64 = biquad("peaking", torch.tensor([freq_hz], dtype=torch.float64), 1000.0, 48000,
+                       12.0)  # fmt: skip
+        assert sos32.dtype == torch.float32
+        torch.testing.assert_close(sos32, sos64.float(), rtol=tol, atol=0)

@@ -249,3 +249,17 @@ def test_utility_cuda_matches_cpu():
         fractional_delay(x.cuda(), delay.cuda(), SR).cpu(), fractional_delay(x, delay, SR)
     )
     torch.testing.assert_close(gain(x.cuda(), delay.cuda()).cpu(), gain(x, delay))
+
+
+# ------------------------------------------------------------------ issue 20 regressions
+@pytest.mark.parametrize("delay_ms", [1e30, 3_600_001.0, math.inf, math.nan, -1e-9])
+def test_fractional_delay_refuses_absurd_delays(delay_ms):
+    """1e30 ms returned NaN (the int64 sample index overflowed)."""
+    with pytest.raises(ValueError, match="^delay_ms"):
+        fractional_delay(torch.ones(1, 1, 64), delay_ms, 48000)
+
+
+def test_fractional_delay_longer_than_the_signal_is_silence():
+    x = torch.randn(2, 1, 100, dtype=torch.float64)
+    y = fractional_delay(x, torch.tensor([3_600_000.0, 2.5 + 100 / 48.0]), 48000)
+    assert bool((y == 0).all())

@@ -1,0 +1,21 @@
+"""Hypothesis profiles of the property suite.
+
+``ci`` (the default): a bounded, derandomized run, the same examples on every machine.
+``fuzz``: thousands of examples per property, signals up to 2**20 samples; selected by
+``DIFFX_FUZZ=1`` (``scripts/fuzz.py`` sets it), which also widens the strategies.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+from tests.property.strategies import FUZZ
+
+_COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    "print_blob": True,
+}
+settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
+settings.register_profile("fuzz", max_examples=2000, **_COMMON)
+settings.load_profile("fuzz" if FUZZ else "ci")
