@@ -29,6 +29,11 @@ class ParamSpec:
         unit: unit for display (``"dB"``, ``"Hz"``, ``"ms"``, ``""``).
         scale: ``"linear"`` or ``"log"`` (geometric, for frequencies, times, Q; needs
             ``minimum > 0``): the normalized value 0.5 maps to the geometric mean.
+        limits: the range the effect's functional op accepts (its documented, enforced
+            range), or ``None`` where it has none; ``minimum..maximum`` (also after
+            ``param_ranges`` overrides) must lie inside it.
+        limits_open: whether each end of ``limits`` is itself excluded (e.g. 0 Hz and
+            Nyquist for a filter's frequency).
     """
 
     name: str
@@ -37,6 +42,8 @@ class ParamSpec:
     default: float
     unit: str = ""
     scale: str = "linear"
+    limits: tuple[float, float] | None = None
+    limits_open: tuple[bool, bool] = (False, False)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -53,13 +60,32 @@ class ParamSpec:
             )
         if self.scale == "log" and self.minimum <= 0:
             raise ValueError(f"ParamSpec {self.name!r}: a log scale needs minimum > 0")
+        if self.limits is not None:
+            low, high = self.limits
+            low_open, high_open = self.limits_open
+            below = self.minimum <= low if low_open else self.minimum < low
+            above = self.maximum >= high if high_open else self.maximum > high
+            if below or above:
+                brackets = "(" if low_open else "[", ")" if high_open else "]"
+                raise ValueError(
+                    f"ParamSpec {self.name!r}: range [{self.minimum:g}, {self.maximum:g}] "
+                    f"{self.unit} leaves the accepted {brackets[0]}{low:g}, {high:g}{brackets[1]}"
+                )
 
     def denormalize(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Map values in [0, 1] to physical units (same shape)."""
+        """Map values in [0, 1] to physical units (same shape), within [minimum, maximum].
+
+        The exponential of the log scale can round past an end (exp(log(1e-3)) < 1e-3 in
+        float32), where the op would refuse it; the result is clipped to the range, with the
+        gradient passed straight through the rounding-sized correction.
+        """
         if self.scale == "log":
             lo, hi = math.log(self.minimum), math.log(self.maximum)
-            return torch.exp(lo + normalized * (hi - lo))
-        return self.minimum + normalized * (self.maximum - self.minimum)
+            value = torch.exp(lo + normalized * (hi - lo))
+        else:
+            value = self.minimum + normalized * (self.maximum - self.minimum)
+        inside = value.detach().clamp(self.minimum, self.maximum)
+        return value + (inside - value.detach())
 
     def normalize(self, value: torch.Tensor | float) -> torch.Tensor:
         """Map physical values to [0, 1] (inverse of :meth:`denormalize`), as float64."""

@@ -6,6 +6,18 @@ import torch
 
 from diffx import functional as F
 from diffx.effects.base import Effect, ParamSpec
+from diffx.functional import distortion as _distortion
+from diffx.functional import dynamics as _dynamics
+from diffx.functional import filters as _filters
+from diffx.functional import reverb as _reverb
+from diffx.functional import utility as _utility
+
+# The ranges the functional ops accept (ParamSpec.limits): every spec below, and every
+# ``param_ranges`` override, must lie inside them.
+_GAIN_LIMITS = (-_utility.MAX_ABS_GAIN_DB, _utility.MAX_ABS_GAIN_DB)
+_EQ_GAIN_LIMITS = (-_filters.MAX_ABS_GAIN_DB, _filters.MAX_ABS_GAIN_DB)
+_Q_LIMITS = (_filters.MIN_Q, _filters.MAX_Q)
+_OPEN = (True, True)
 
 # Frequency ranges of the parametric EQ bands, from DeepAFx-ST's PEQ (Steinmetz et al.,
 # JAES 2022, processors/dsp/peq.py; see shared ANCHORS.md): low shelf, four peaking bands,
@@ -19,13 +31,14 @@ def _freq_spec(name: str, lo: float, hi: float, default: float, sample_rate: flo
     ceiling = 0.45 * sample_rate
     hi = min(hi, ceiling)
     lo = min(lo, hi / 2)
-    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log")
+    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log",
+                     limits=(0.0, sample_rate / 2), limits_open=_OPEN)  # fmt: skip
 
 
 class Gain(Effect):
     """Volume change in dB."""
 
-    PARAMS = (ParamSpec("gain_db", -24.0, 24.0, 0.0, "dB"),)
+    PARAMS = (ParamSpec("gain_db", -24.0, 24.0, 0.0, "dB", limits=_GAIN_LIMITS),)
 
     def process(self, x, gain_db):
         return F.gain(x, gain_db)
@@ -34,7 +47,7 @@ class Gain(Effect):
 class Delay(Effect):
     """Exact fractional delay (band-limited, frequency domain)."""
 
-    PARAMS = (ParamSpec("delay_ms", 0.0, 20.0, 0.0, "ms"),)
+    PARAMS = (ParamSpec("delay_ms", 0.0, 20.0, 0.0, "ms", limits=(0.0, _utility.MAX_DELAY_MS)),)
 
     def process(self, x, delay_ms):
         return F.fractional_delay(x, delay_ms, self.sample_rate)
@@ -49,12 +62,13 @@ class Compressor(Effect):
     """
 
     PARAMS = (
-        ParamSpec("threshold_db", -80.0, 0.0, -12.0, "dB"),
-        ParamSpec("ratio", 1.0, 20.0, 2.0, "", "log"),
-        ParamSpec("attack_ms", 0.1, 100.0, 1.0, "ms", "log"),
-        ParamSpec("release_ms", 5.0, 1000.0, 45.0, "ms", "log"),
-        ParamSpec("knee_db", 0.0, 12.0, 6.0, "dB"),
-        ParamSpec("makeup_gain_db", -24.0, 24.0, 0.0, "dB"),
+        ParamSpec("threshold_db", -80.0, 0.0, -12.0, "dB", limits=_dynamics.THRESHOLD_RANGE_DB),
+        ParamSpec("ratio", 1.0, 20.0, 2.0, "", "log",
+                  limits=(_dynamics.MIN_RATIO, _dynamics.MAX_RATIO)),
+        ParamSpec("attack_ms", 0.1, 100.0, 1.0, "ms", "log", limits=_dynamics.TIME_RANGE_MS),
+        ParamSpec("release_ms", 5.0, 1000.0, 45.0, "ms", "log", limits=_dynamics.TIME_RANGE_MS),
+        ParamSpec("knee_db", 0.0, 12.0, 6.0, "dB", limits=_dynamics.KNEE_RANGE_DB),
+        ParamSpec("makeup_gain_db", -24.0, 24.0, 0.0, "dB", limits=_dynamics.MAKEUP_RANGE_DB),
     )
 
     def process(self, x, **p):
@@ -76,8 +90,9 @@ class Distortion(Effect):
     """
 
     PARAMS = (
-        ParamSpec("drive_db", 0.0, 36.0, 0.0, "dB"),
-        ParamSpec("output_gain_db", -24.0, 6.0, 0.0, "dB"),
+        ParamSpec("drive_db", 0.0, 36.0, 0.0, "dB",
+                  limits=(-_distortion.MAX_ABS_DRIVE_DB, _distortion.MAX_ABS_DRIVE_DB)),
+        ParamSpec("output_gain_db", -24.0, 6.0, 0.0, "dB", limits=_GAIN_LIMITS),
     )
 
     def __init__(self, sample_rate, kind="tanh", antialiasing=None, param_ranges=None):
@@ -109,9 +124,13 @@ class NoiseReverb(Effect):
         self.n_bands = n_bands
         self.length_s = float(length_s)
         self.PARAMS = (
-            *(ParamSpec(f"band{i}_rt60_s", 0.05, 3.0, 0.5, "s", "log") for i in range(n_bands)),
-            *(ParamSpec(f"band{i}_gain_db", -24.0, 0.0, 0.0, "dB") for i in range(n_bands)),
-            ParamSpec("mix", 0.0, 1.0, 0.0, ""),
+            *(ParamSpec(f"band{i}_rt60_s", 0.05, 3.0, 0.5, "s", "log",
+                        limits=(_reverb.MIN_RT60_S, _reverb.MAX_RT60_S))
+              for i in range(n_bands)),
+            *(ParamSpec(f"band{i}_gain_db", -24.0, 0.0, 0.0, "dB",
+                        limits=(-_reverb.MAX_ABS_BAND_GAIN_DB, _reverb.MAX_ABS_BAND_GAIN_DB))
+              for i in range(n_bands)),
+            ParamSpec("mix", 0.0, 1.0, 0.0, "", limits=(0.0, 1.0)),
         )
         super().__init__(sample_rate, param_ranges)
 
@@ -151,19 +170,19 @@ class ParametricEQ(Effect):
         sr = float(sample_rate)
         specs = [
             _freq_spec("low_shelf_freq_hz", 20.0, 200.0, 100.0, sr),
-            ParamSpec("low_shelf_gain_db", -24.0, 24.0, 0.0, "dB"),
-            ParamSpec("low_shelf_q", 0.1, 10.0, 0.707, "", "log"),
+            ParamSpec("low_shelf_gain_db", -24.0, 24.0, 0.0, "dB", limits=_EQ_GAIN_LIMITS),
+            ParamSpec("low_shelf_q", 0.1, 10.0, 0.707, "", "log", limits=_Q_LIMITS),
         ]
         for i, (lo, hi, default) in enumerate(band_ranges, start=1):
             specs += [
                 _freq_spec(f"band{i}_freq_hz", lo, hi, default, sr),
-                ParamSpec(f"band{i}_gain_db", -24.0, 24.0, 0.0, "dB"),
-                ParamSpec(f"band{i}_q", 0.1, 10.0, 0.707, "", "log"),
+                ParamSpec(f"band{i}_gain_db", -24.0, 24.0, 0.0, "dB", limits=_EQ_GAIN_LIMITS),
+                ParamSpec(f"band{i}_q", 0.1, 10.0, 0.707, "", "log", limits=_Q_LIMITS),
             ]
         specs += [
             _freq_spec("high_shelf_freq_hz", 4000.0, 10800.0, 8000.0, sr),
-            ParamSpec("high_shelf_gain_db", -24.0, 24.0, 0.0, "dB"),
-            ParamSpec("high_shelf_q", 0.1, 10.0, 0.707, "", "log"),
+            ParamSpec("high_shelf_gain_db", -24.0, 24.0, 0.0, "dB", limits=_EQ_GAIN_LIMITS),
+            ParamSpec("high_shelf_q", 0.1, 10.0, 0.707, "", "log", limits=_Q_LIMITS),
         ]
         self.PARAMS = tuple(specs)
         super().__init__(sample_rate, param_ranges)
@@ -215,12 +234,15 @@ class AllpassCascade(Effect):
         specs = []
         for i in range(n_second):
             specs += [
-                ParamSpec(f"section{i}_pole_radius", 0.0, 0.999, 0.5, ""),
+                ParamSpec(f"section{i}_pole_radius", 0.0, 0.999, 0.5, "", limits=(0.0, 1.0),
+                          limits_open=(False, True)),
                 _freq_spec(f"section{i}_freq_hz", 20.0, 20000.0, 1000.0, sr),
             ]
-        specs += [ParamSpec(f"first{i}_coeff", -0.999, 0.999, 0.0, "") for i in range(n_first)]
+        specs += [ParamSpec(f"first{i}_coeff", -0.999, 0.999, 0.0, "", limits=(-1.0, 1.0),
+                            limits_open=_OPEN) for i in range(n_first)]  # fmt: skip
         if kind.startswith("warped"):
-            specs.append(ParamSpec("warp", -0.999, 0.999, 0.0, ""))
+            specs.append(ParamSpec("warp", -0.999, 0.999, 0.0, "", limits=(-1.0, 1.0),
+                                   limits_open=_OPEN))  # fmt: skip
         self.PARAMS = tuple(specs)
         super().__init__(sample_rate, param_ranges)
 

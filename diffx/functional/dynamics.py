@@ -69,7 +69,10 @@ def detector_level_db(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(batch, samples)`` level in dB.
     """
-    return 10.0 * torch.log10(x.square().mean(dim=1) + _EPS_POWER)
+    power = x.square().mean(dim=1) + _EPS_POWER
+    # Audio above ~1.8e19 (385 dB over full scale) squares past float32's range: its level
+    # reads as the largest finite power instead of +inf (whose gain would be NaN).
+    return 10.0 * torch.log10(power.clamp(max=torch.finfo(power.dtype).max))
 
 
 def compressor_gain_db(
@@ -263,7 +266,8 @@ _smooth_backward_serial, _smooth_backward = compile_serial_and_parallel(_smooth_
 def _mean_power(sc):
     """``mean_c sc[c]^2 + eps^2``, (B, T): the argument of the detector's logarithm."""
     power = sc.square().squeeze(1) if sc.shape[1] == 1 else sc.square().mean(dim=1)
-    return power.add_(_EPS_POWER)
+    # As detector_level_db: a power past the dtype's range reads as its largest finite value.
+    return power.add_(_EPS_POWER).clamp_(max=torch.finfo(power.dtype).max)
 
 
 class _CpuCompressor(torch.autograd.Function):
@@ -338,6 +342,9 @@ class _CpuCompressor(torch.autograd.Function):
             )
             grad_params = torch.from_numpy(grad_params).to(x.dtype)
             if need_coeff:
+                # Where the power was clamped to the dtype's largest value the level is
+                # constant in the side-chain (see _mean_power).
+                coeff.masked_fill_(power >= torch.finfo(power.dtype).max, 0.0)
                 if ctx.has_sc:
                     grad_sc = coeff[:, None, :] * sc.detach()
                 else:
@@ -399,6 +406,9 @@ def compressor(
     dB, the smooth-branching ballistics of :func:`diffx.kernels.ballistics.attack_release`
     smooth ``g`` in dB (attack while gain reduction grows, release otherwise, starting from
     0 dB), and the output is ``x * 10^((g_smooth + makeup) / 20)``.
+
+    Levels whose power exceeds the dtype's range (float32 audio above ~1.8e19, 385 dB over full
+    scale) read as the largest finite power, so any finite audio gives a finite output.
 
     Steady state: for a constant level ``L >= T + W/2`` the output level is
     ``T + (L - T) / R + makeup``; below ``T - W/2`` the input passes with the makeup gain only.

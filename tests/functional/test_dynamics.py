@@ -496,3 +496,17 @@ def test_compressor_refuses_ratio_and_knee_beyond_their_ranges(argument, value):
     args[argument] = value
     with pytest.raises(ValueError, match=rf"^{argument} must be"):
         compressor(torch.zeros(1, 1, 16), 44100, **args)
+
+
+def test_compressor_on_audio_whose_power_overflows_float32_is_finite_on_both_back_ends():
+    """1e21 squared overflows float32: the level read +inf and the gain NaN. The level now
+    saturates at the largest finite power, with no gradient through the saturated detector,
+    and the numba and reference back ends agree."""
+    grads = []
+    for backend in ("auto", "torch"):
+        x = torch.tensor([[[1e21, 1e21, 1e20, 1.0, 0.0]]], requires_grad=True)
+        y = compressor(x, 8000, -20.0, 4.0, 1.0, 10.0, backend=backend)
+        y.sum().backward()
+        assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(x.grad).all())
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=0)
