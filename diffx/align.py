@@ -30,13 +30,15 @@ Input handling: the wet is resampled to the dry's rate when they differ (said so
 may differ by up to ``--max-length-diff-ms`` (the longer is trimmed to the shorter for
 fitting; the output keeps the dry's length), more is refused; a mono dry is aligned to each
 channel of a multi-channel wet, and a multi-channel dry needs a wet with as many channels or a
-mono one; silent files are refused; clipped files are aligned with a warning (clipping is not a
-phase shift, so the fit can only be partial).
+mono one; silent files, and files shorter than
+:data:`~diffx.analysis.allpass_fit.MIN_PAIR_SAMPLES` (1024 samples, 23 ms at 44.1 kHz: too
+short to measure a phase response), are refused; clipped files are aligned with a warning
+(clipping is not a phase shift, so the fit can only be partial). A refused input is one line on
+stderr and exit status 2, and nothing is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -47,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffx._errors import USER_ERRORS, CommandParser, UserError, check_output_audio, report
 from diffx.analysis.alignment import (
     DelayEstimate,
     MixReport,
@@ -56,7 +59,7 @@ from diffx.analysis.alignment import (
     max_lag_samples,
     parallel_mix,
 )
-from diffx.analysis.allpass_fit import fit_pair
+from diffx.analysis.allpass_fit import MIN_PAIR_SAMPLES, fit_pair
 from diffx.io.alignment import Alignment, save_alignments
 
 CLIP_LEVEL = 0.999
@@ -297,7 +300,7 @@ def _read(path: str, what: str, sample_rate: int | None = None):
     try:
         return load_audio(path, sample_rate=sample_rate)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"diffx align: cannot use the {what} file: {err}") from None
+        raise UserError(f"--{what}: {err}") from None
 
 
 def _biasnet_kwargs(args) -> dict:
@@ -317,7 +320,9 @@ def _biasnet_kwargs(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """``diffx align``; a user's mistake is one line on stderr and exit status 2
+    (:mod:`diffx._errors`), before any output is written."""
+    parser = CommandParser(
         prog="diffx align",
         description="phase-align a dry recording to a processed one with allpass filters",
     )
@@ -366,7 +371,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.method == "fit" and args.sections < 1:
         parser.error("--sections must be at least 1 with --method fit")
+    for name in ("max_delay_ms", "max_length_diff_ms"):
+        if not 0 <= getattr(args, name) < math.inf:
+            parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0")
+    try:
+        return _run(args)
+    except USER_ERRORS as error:
+        return report("align", error)
 
+
+def _run(args) -> int:
+    check_output_audio(args.out)
     dry, sample_rate = _read(args.dry, "dry")
     wet_info = _read(args.wet, "wet")
     if wet_info[1] != sample_rate:
@@ -374,20 +389,25 @@ def main(argv: list[str] | None = None) -> int:
         wet, _ = _read(args.wet, "wet", sample_rate)
     else:
         wet = wet_info[0]
+    for option, path, audio in (("--dry", args.dry, dry), ("--wet", args.wet, wet)):
+        if audio.shape[-1] < MIN_PAIR_SAMPLES:
+            raise UserError(
+                f"{option}: {path} has {audio.shape[-1]} samples: too short to measure a phase "
+                f"response (at least {MIN_PAIR_SAMPLES}: "
+                f"{1000 * MIN_PAIR_SAMPLES / sample_rate:.0f} ms at {sample_rate} Hz)"
+            )
     diff = abs(dry.shape[-1] - wet.shape[-1])
     if diff > args.max_length_diff_ms * sample_rate / 1000:
-        raise SystemExit(
-            f"diffx align: the dry has {dry.shape[-1]} samples and the wet {wet.shape[-1]} "
+        raise UserError(
+            f"the dry {args.dry} has {dry.shape[-1]} samples and the wet {args.wet} "
+            f"{wet.shape[-1]} "
             f"({1000 * diff / sample_rate:.0f} ms apart, more than --max-length-diff-ms="
             f"{args.max_length_diff_ms:g}); are they the same take?"
         )
     length = min(dry.shape[-1], wet.shape[-1])
     if diff:
         print(f"lengths differ by {diff} samples; fitting on the first {length}")
-    try:
-        check_layout(dry, wet, f"the dry file {args.dry}", f"the wet file {args.wet}")
-    except ValueError as err:
-        raise SystemExit(f"diffx align: {err}") from None
+    check_layout(dry, wet, f"the dry file {args.dry}", f"the wet file {args.wet}")
     channels = max(dry.shape[0], wet.shape[0])
     for name, audio, path in (("dry", dry, args.dry), ("wet", wet, args.wet)):
         share = clipped_fraction(audio)
@@ -406,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = align(dry[:, :length], wet[:, :length], sample_rate, method=args.method,
                         try_first_order=not args.no_first_order_try, **fit_kwargs)  # fmt: skip
-    except ValueError as err:  # too short, no coherent energy: the files, not the code
-        raise SystemExit(f"diffx align: cannot align {args.dry} and {args.wet}: {err}") from None
+    except ValueError as err:  # no coherent energy: the files, not the code
+        raise UserError(f"cannot align {args.dry} and {args.wet}: {err}") from None
 
     out = Path(args.out)
     aligned = np.stack([

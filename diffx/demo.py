@@ -19,6 +19,10 @@ from diffx.io import load_demo, save_audio
 
 SAMPLE_RATE = 44100
 
+MIN_SECONDS = 0.5
+"""The shortest demo clip: every step's plot and metric has material (10 ms level frames,
+the NMR's 2048-sample frames, a few synth notes), and the clips are still long enough to hear."""
+
 
 def _figure():
     import matplotlib
@@ -276,8 +280,8 @@ STEPS: dict[str, Callable[[Path, float], list[Path]]] = {
 
 def run_demo(out: str | Path = "outputs/demo", seconds: float = 6.0) -> list[Path]:
     """Run every demo step; returns the files written (WAV audio and PNG plots)."""
-    if not seconds > 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
+    if not MIN_SECONDS <= seconds < math.inf:
+        raise ValueError(f"seconds must be a number >= {MIN_SECONDS:g}, got {seconds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -11,7 +11,9 @@ and post-filter features or audio.
 ``apply`` on audio runs WORLD analysis with the settings the post-filter was trained with,
 post-filters the features (the GAN first, then GV scaling, when both are given) and
 synthesizes the result; on a ``.npy`` of raw features it writes the filtered features, plus a
-``.wav`` beside them when the features are WORLD's.
+``.wav`` beside them when the features are WORLD's. Audio shorter than :data:`MIN_SECONDS`
+(0.1 s) and features shorter than :data:`MIN_FRAMES` are refused; every refusal is one line on
+stderr and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -23,23 +25,46 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffx._errors import (
+    USER_ERRORS,
+    CommandParser,
+    UserError,
+    check_checkpoint,
+    check_output_audio,
+    read_user_audio,
+    report,
+)
 from diffx.analysis.acoustic import StreamLayout, WorldSettings, world_analysis, world_synthesis
 from diffx.nn.postfilter import GVPostFilter, MultiStreamPostFilter
 
 MERGE_TOLERANCE = 1e-5
 """Relative difference allowed between the scalers of post-filters that are merged."""
 
+MIN_SECONDS = 0.1
+"""The shortest audio ``apply`` and ``pairs`` analyse: WORLD's f0 and spectral analysis
+windows span three periods of the lowest f0 searched (42 ms at 71 Hz); 0.1 s also gives
+:data:`MIN_FRAMES` frames of 5 ms."""
 
-def load_postfilter(path: str | Path) -> tuple[MultiStreamPostFilter, WorldSettings | None]:
+MIN_FRAMES = 20
+"""The fewest feature frames ``apply`` post-filters (0.1 s at 5 ms frames)."""
+
+
+def _check_strength(strength: float) -> None:
+    if not 0 <= strength < float("inf"):
+        raise UserError(f"--strength must be a finite number >= 0, got {strength}")
+
+
+def load_postfilter(
+    path: str | Path, option: str = "--postfilter"
+) -> tuple[MultiStreamPostFilter, WorldSettings | None]:
     """A trained post-filter from ``postfilter.pt`` (export or merge) or a ``GANPostFilter``
     Lightning checkpoint, in eval mode, with its WORLD settings (``None`` if not WORLD's).
 
     Raises:
-        FileNotFoundError, ValueError: a missing or unreadable file.
+        UserError: a missing file or one that is not a checkpoint (named with ``option``).
+        ValueError: a checkpoint, but not a post-filter.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"post-filter {path} does not exist")
+    path = check_checkpoint(path, option)  # missing, empty, truncated: named, not unpickled
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises several types for a damaged file
@@ -157,7 +182,19 @@ def _pairs(args) -> int:
     else:
         if not (args.predicted and args.natural):
             raise ValueError("give --timbre-ckpt, or both --predicted and --natural")
+        for option in ("predicted", "natural"):
+            if not Path(getattr(args, option)).is_dir():
+                raise UserError(f"--{option} {getattr(args, option)}: no such folder")
         splits = audio_pairs(args.predicted, args.natural, args.sample_rate, args.split)
+    # Checked before make_pairs writes the first pair.
+    for items in splits.values():
+        for name, predicted, natural in items:
+            samples = min(len(predicted), len(natural))
+            if samples < MIN_SECONDS * args.sample_rate:
+                raise UserError(
+                    f"pair {name!r}: {1000 * samples / args.sample_rate:.3g} ms of audio; "
+                    f"WORLD analysis needs at least {1000 * MIN_SECONDS:g} ms"
+                )
     out = make_pairs(splits, args.out, _world_from_args(args))
     counts = {k: len(v) for k, v in splits.items()}
     print(f"wrote feature pairs {counts} to {out}")
@@ -176,6 +213,9 @@ def _parse_streams(values: list[str]) -> dict[str, int]:
 
 
 def _gv(args) -> int:
+    _check_strength(args.strength)
+    if not Path(args.natural).is_dir():
+        raise UserError(f"--natural {args.natural}: no such folder")
     layout = StreamLayout.from_dict(args.streams) if args.streams else None
     gv = GVPostFilter.from_folder(
         args.natural,
@@ -190,7 +230,7 @@ def _gv(args) -> int:
 
 
 def _merge(args) -> int:
-    loaded = [load_postfilter(p) for p in args.postfilters]
+    loaded = [load_postfilter(p, "POSTFILTER") for p in args.postfilters]
     worlds = {tuple(sorted(w.to_dict().items())) for _, w in loaded if w is not None}
     if len(worlds) > 1:
         raise ValueError("the post-filters were trained on features with different WORLD settings")
@@ -204,22 +244,31 @@ def _merge(args) -> int:
 def _apply(args) -> int:
     import soundfile as sf
 
-    from diffx.io.audio import load_audio
-
     if not (args.postfilter or args.gv):
         raise ValueError("give --postfilter, --gv or both")
+    # Everything the user named is checked before anything is written.
+    src, out = Path(args.input), Path(args.out)
+    if out.suffix.lower() != ".npy":
+        check_output_audio(out)
+    if args.strength is not None:
+        _check_strength(args.strength)
     postfilter, world = load_postfilter(args.postfilter) if args.postfilter else (None, None)
     gv = GVPostFilter.load(args.gv, strength=args.strength) if args.gv else None
+    if not src.is_file():
+        raise FileNotFoundError(f"--input {src}: no such file")
     layout = postfilter.layout if postfilter is not None else gv.layout
     if gv is not None and gv.layout != layout:
         raise ValueError(f"--gv's streams {gv.layout.to_dict()} differ from {layout.to_dict()}")
-    src, out = Path(args.input), Path(args.out)
-    if not src.is_file():
-        raise FileNotFoundError(f"input {src} does not exist")
+    if out.suffix.lower() != ".npy" and world is None and src.suffix.lower() == ".npy":
+        raise ValueError("writing audio needs WORLD features; give an .npy --out")
     if src.suffix.lower() == ".npy":
         from diffx.data.postfilter import read_features
 
         features = read_features(src, layout.dims)
+        if features.shape[0] < MIN_FRAMES:
+            raise UserError(
+                f"--input {src} holds {features.shape[0]} frames; at least {MIN_FRAMES} are needed"
+            )
     else:
         if world is None and not args.sample_rate_given:
             raise ValueError(
@@ -228,7 +277,7 @@ def _apply(args) -> int:
                 "features"
             )
         world = world or _world_from_args(args)
-        audio, _ = load_audio(src, world.sample_rate, mono=True)
+        audio, _ = read_user_audio(src, "--input", MIN_SECONDS, world.sample_rate, mono=True)
         if not torch.any(audio != 0):
             print(f"warning: {src} is silent", file=sys.stderr)
         features = layout.join(world_analysis(audio[0].numpy(), world))
@@ -243,8 +292,6 @@ def _apply(args) -> int:
                 world.sample_rate,
             )
     else:
-        if world is None:
-            raise ValueError("writing audio needs WORLD features; give an .npy --out")
         sf.write(out, world_synthesis(layout.split(enhanced), world), world.sample_rate)
     print(f"wrote {out}")
     return 0
@@ -260,7 +307,7 @@ def _add_world_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffx postfilter", description="post-filters for predicted acoustic features"
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -302,15 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``diffx postfilter``; a user's mistake is one line on stderr and exit status 2
+    (:mod:`diffx._errors`), before any output is written."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.sample_rate_given = any(a.startswith("--sample-rate") for a in argv)
     handlers = {"pairs": _pairs, "gv": _gv, "merge": _merge, "apply": _apply}
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, ValueError, KeyError, ImportError) as err:
-        print(f"diffx postfilter {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, KeyError, ImportError) as err:
+        return report(f"postfilter {args.command}", err)
 
 
 if __name__ == "__main__":

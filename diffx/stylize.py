@@ -12,21 +12,35 @@ and the output is written at the input's own rate and channel count. Every chann
 input gets the same parameters (the encoder hears the channels' average). The output is
 written as 32-bit float when it exceeds full scale (a compressor's make-up gain can push it
 there), with a warning, so nothing is clipped. A silent reference is refused: it has no
-style; a silent input is processed (the output is silent too) with a warning.
+style; a silent input is processed (the output is silent too) with a warning. Files shorter
+than :data:`MIN_SECONDS` (0.4 s) are refused. Every refusal (a file, the checkpoint, the output
+path) is one line on stderr and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from diffx._errors import (
+    USER_ERRORS,
+    CommandParser,
+    UserError,
+    check_checkpoint,
+    check_output_audio,
+    read_user_audio,
+    report,
+)
+
 CONFIG_NAME = "config.yaml"
+
+MIN_SECONDS = 0.4
+"""The shortest input and reference: one BS.1770 loudness block (400 ms), which the
+loudness stage needs, and several frames of the encoder's STFT (1024 samples)."""
 
 
 def find_config(ckpt: Path) -> Path:
@@ -115,19 +129,34 @@ def stylize(
 ) -> list[tuple[str, float, str]]:
     """Process ``input_path`` like ``reference_path``; write ``out_path``.
 
+    Both files must hold at least :data:`MIN_SECONDS` of audio.
+
+    Raises:
+        UserError: a file, the checkpoint or the output path cannot be used (named), checked
+            before the model is built and before anything is written.
+
     Returns:
         ``(name, physical value, unit)`` of every parameter used, in chain order.
     """
-    from diffx.io.audio import load_audio, resample, save_audio
+    from diffx.io.audio import resample, save_audio
 
+    # Everything the user named is checked before the model is built (seconds) and before
+    # anything is written.
+    check_output_audio(out_path)
+    # Read once at the file's own rate: the output goes back to it.
+    native, input_rate = read_user_audio(input_path, "--input", MIN_SECONDS)
+    reference_native, reference_rate = read_user_audio(
+        reference_path, "--reference", MIN_SECONDS, mono=True
+    )
+    if not bool(reference_native.abs().max() > 0):
+        raise UserError(f"--reference {reference_path} is silent: it has no style to match")
+    check_checkpoint(ckpt, "--ckpt")
     model = load_style_model(ckpt, config)
     rate = model.sample_rate
-    # Read once at the file's own rate: the output goes back to it.
-    native, input_rate = load_audio(input_path)
     x = torch.from_numpy(resample(native.numpy(), input_rate, rate).astype(np.float32))
-    reference, _ = load_audio(reference_path, sample_rate=rate, mono=True)
-    if not bool(reference.abs().max() > 0):
-        raise ValueError(f"reference {str(reference_path)!r} is silent: it has no style to match")
+    reference = torch.from_numpy(
+        resample(reference_native.numpy(), reference_rate, rate).astype(np.float32)
+    )
     if not bool(x.abs().max() > 0):
         warnings.warn(f"input {str(input_path)!r} is silent; the output will be too", stacklevel=2)
     with torch.no_grad():
@@ -158,7 +187,7 @@ def stylize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffx stylize",
         description="process a recording in the style of a reference with a trained "
         "style-transfer model",
@@ -173,9 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         parameters = stylize(args.input, args.reference, args.ckpt, args.out, args.config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"diffx stylize: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report("stylize", error)
     print("estimated parameters:")
     print(format_parameters(parameters))
     print(f"wrote {args.out}")

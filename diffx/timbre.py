@@ -18,14 +18,14 @@ Adjustments, in this order (as the DDSP timbre-transfer demo):
 
 The input is read as mono (channels averaged) at the model's sample rate, and the output is
 written at that rate (16 kHz for DDSP models), as long as the input. It is written as 32-bit
-float, with a warning, if it exceeds full scale, so nothing is clipped.
+float, with a warning, if it exceeds full scale, so nothing is clipped. An input shorter than
+:data:`MIN_SECONDS` (0.1 s) is refused; every refusal (a file, the checkpoint, an option) is one
+line on stderr and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffx._errors import (
+    USER_ERRORS,
+    CommandParser,
+    UserError,
+    check_checkpoint,
+    check_output_audio,
+    read_user_audio,
+    report,
+)
 from diffx.analysis.features import (
     LOUDNESS_FLOOR_DB,
     QUIET_DB,
@@ -42,6 +51,11 @@ from diffx.analysis.features import (
     detect_notes,
 )
 from diffx.analysis.tones import hz_to_midi
+
+MIN_SECONDS = 0.1
+"""The shortest input: CREPE's analysis window is 1024 samples (64 ms at 16 kHz), and the
+``--plot`` spectrograms need as much again; shorter files are refused before anything is
+written."""
 
 
 @dataclass
@@ -70,14 +84,12 @@ def load_timbre_model(ckpt: str | Path):
     """A trained :class:`~diffx.tasks.TimbreTransfer` from a checkpoint, on the CPU, in eval mode.
 
     Raises:
-        FileNotFoundError: no such checkpoint.
-        ValueError: the file is not a timbre-transfer checkpoint.
+        UserError: no such file, or not a checkpoint (empty, truncated, another kind of file).
+        ValueError: a checkpoint, but not a timbre-transfer one.
     """
     from diffx.tasks import TimbreTransfer
 
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = check_checkpoint(ckpt, "--ckpt")  # missing, empty, truncated: named, not unpickled
     try:
         model = TimbreTransfer.load_from_checkpoint(path, map_location="cpu")
     except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
@@ -182,7 +194,7 @@ def timbre_transfer(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="diffx timbre",
         description="play a recording's melody on the instrument a DDSP timbre-transfer "
         "model was trained on",
@@ -210,11 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default=None, help="also write f0, loudness and spectrograms")
     args = parser.parse_args(argv)
 
-    from diffx.io.audio import load_audio, save_audio
+    from diffx.io.audio import save_audio
 
     try:
+        # What the user named is checked before the model is loaded and anything is written.
+        check_output_audio(args.out)
+        if args.plot and Path(args.plot).is_dir():
+            raise UserError(f"--plot {args.plot} is a folder; give a file name")
+        for option in ("loudness_shift", "quiet_db"):
+            if not math.isfinite(getattr(args, option)):
+                raise UserError(f"--{option.replace('_', '-')} must be a finite number of dB")
+        read_user_audio(args.input, "--input", MIN_SECONDS)  # at its own rate: no resampling
         model = load_timbre_model(args.ckpt)
-        audio, _ = load_audio(args.input, sample_rate=model.sample_rate, mono=True)
+        audio, _ = read_user_audio(args.input, "--input", sample_rate=model.sample_rate, mono=True)
         result = timbre_transfer(
             model,
             audio[0],
@@ -223,9 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             auto_adjust=not args.no_auto_adjust,
             quiet_db=args.quiet_db,
         )
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"diffx timbre: {error}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, ImportError) as error:
+        return report("timbre", error)
 
     notes = float(result.note_mask.mean())
     print(f"notes detected on {100 * notes:.0f}% of {result.note_mask.size} frames")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from diffx.cli import main
@@ -32,6 +31,7 @@ def test_demo_changes_the_audio(tmp_path):
         assert np.abs(wet - dry).max() > 0.05, name
 
 
-def test_demo_rejects_bad_length(tmp_path):
-    with pytest.raises(ValueError, match="seconds"):
-        main(["demo", "--out", str(tmp_path), "--seconds", "0"])
+def test_demo_rejects_bad_length(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seconds", "0"]) == 2
+    assert "--seconds must be a number >= 0.5, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -5,6 +5,7 @@ DDSP features for timbre transfer."""
 from diffx.data.alignment import PhaseAlignmentDataModule
 from diffx.data.pairs import AudioPairDataModule, SegmentDataset
 from diffx.data.postfilter import PostFilterDataModule
+from diffx.data.sampling import EpochSampler, EvalSampler, ResumableDataModule
 from diffx.data.sources import GUITAR_AND_BASS, expand_sources, load_sources, normalize_peak
 from diffx.data.style import CropPairs, StyleTransferDataModule
 from diffx.data.timbre import TimbreDataModule, shipped_instruments
@@ -15,7 +16,10 @@ __all__ = [
     "GUITAR_AND_BASS",
     "AudioPairDataModule",
     "PhaseAlignmentDataModule",
+    "ResumableDataModule",
     "CropPairs",
+    "EpochSampler",
+    "EvalSampler",
     "SegmentDataset",
     "StyleTransferDataModule",
     "TimbreDataModule",

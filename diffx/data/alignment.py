@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +35,7 @@ from diffx.analysis.alignment import (
     max_lag_samples,
     probe_signal,
 )
+from diffx.data.sampling import ResumableDataModule
 from diffx.data.sources import check_effect_rate, expand_sources, normalize_peak
 from diffx.io.audio import load_audio, load_demo
 
@@ -82,7 +82,7 @@ def check_pair_audio(dry: torch.Tensor, wet: torch.Tensor) -> None:
         )
 
 
-class PhaseAlignmentDataModule(pl.LightningDataModule):
+class PhaseAlignmentDataModule(ResumableDataModule):
     """One dry/wet pair (see the module notes).
 
     Args:
@@ -239,8 +239,15 @@ class PhaseAlignmentDataModule(pl.LightningDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+        # The crops are the same every epoch, in order; the sampler makes a resumed run
+        # continue part-way into an epoch and shards them under DDP.
+        return self.train_loader(
+            self.train_set, self.batch_size, shuffle=False, drop_last=False, seed=self.seed
+        )
 
     def val_dataloader(self) -> DataLoader:
-        """The whole pair, once: ``{"dry": (1, 1, T), "wet": (1, 1, T)}`` (dry bulk-aligned)."""
+        """The whole pair, once: ``{"dry": (1, 1, T), "wet": (1, 1, T)}`` (dry bulk-aligned).
+
+        Under DDP every process validates this one item (Lightning's sampler repeats it), so
+        their mean is its score: an unpadded split would leave a process with nothing."""
         return DataLoader([{"dry": self.dry_aligned, "wet": self.wet}], batch_size=1)

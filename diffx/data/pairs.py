@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffx._validation import check_integer
+from diffx.data.sampling import ResumableDataModule
 from diffx.data.sources import (
     GUITAR_AND_BASS,
     check_effect_rate,
@@ -68,7 +68,7 @@ class SegmentDataset(Dataset):
         }
 
 
-class AudioPairDataModule(pl.LightningDataModule):
+class AudioPairDataModule(ResumableDataModule):
     """Aligned (input, target) audio for training a model of an effect.
 
     The targets come either from recorded files (``targets``: one per input, same length, as
@@ -189,17 +189,15 @@ class AudioPairDataModule(pl.LightningDataModule):
         ]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        return self.train_loader(
             self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
+            self.batch_size,
             drop_last=len(self.train_set) >= self.batch_size,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=1, shuffle=False)
+        return self.eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -47,6 +46,7 @@ from diffx.analysis.acoustic import (
     read_streams_json,
     world_analysis,
 )
+from diffx.data.sampling import ResumableDataModule, global_seed
 
 POSTFILTER_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "postfilter"
 TIMBRE_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "timbre"
@@ -334,21 +334,29 @@ def shipped_pairs(
 
 class RandomSegments(Dataset):
     """``length`` random segments of ``segment_frames`` (whole utterances when shorter,
-    zero-padded, with a frame mask) drawn from the pairs. The draws come from torch's random
-    generator, so ``seed_everything`` makes them reproducible and every epoch differs."""
+    zero-padded, with a frame mask) drawn from the pairs. Item ``index`` of epoch ``epoch``
+    (:meth:`set_epoch`) is drawn from ``(seed, epoch, index)``: the same in every run, worker
+    and process, new in every epoch, and a resumed run draws what the killed one would have."""
 
-    def __init__(self, pairs: list[FeaturePair], segment_frames: int, length: int):
+    def __init__(
+        self, pairs: list[FeaturePair], segment_frames: int, length: int, seed: int = 0
+    ):
         if not pairs:
             raise ValueError("no training pairs")
         self.pairs, self.segment_frames, self.length = pairs, segment_frames, length
+        self.seed, self.epoch = int(seed), 0
         frames = np.array([p.natural.shape[0] for p in pairs], dtype=np.float64)
         self.weights = frames / frames.sum()  # utterances drawn in proportion to their length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s segments (the training sampler calls it)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         pair = self.pairs[rng.choice(len(self.pairs), p=self.weights)]
         frames = pair.natural.shape[0]
         n = min(self.segment_frames, frames)
@@ -381,7 +389,7 @@ class Utterances(Dataset):
         }
 
 
-class PostFilterDataModule(pl.LightningDataModule):
+class PostFilterDataModule(ResumableDataModule):
     """(predicted, natural) feature pairs for post-filter training.
 
     Args:
@@ -468,25 +476,24 @@ class PostFilterDataModule(pl.LightningDataModule):
             masks = [self.layout.voiced(u) for u in utterances]
         return global_variance(utterances, masks)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
         train = self.pairs["train"]
         length = self.segments_per_epoch or max(
             math.ceil(sum(p.natural.shape[0] for p in train) / self.segment_frames), self.batch_size
         )
-        return self._loader(RandomSegments(train, self.segment_frames, length), self.batch_size)
+        segments = RandomSegments(train, self.segment_frames, length, seed=global_seed())
+        return self.train_loader(
+            segments, self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers
+        )
 
     def _eval_split(self, split: str) -> DataLoader:
         pairs = self.pairs.get(split) or self.pairs.get("valid") or self.pairs["train"]
-        return self._loader(Utterances(pairs), 1)
+        return self.eval_loader(
+            Utterances(pairs),
+            1,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_split("valid")

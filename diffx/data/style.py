@@ -23,11 +23,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffx._validation import check_integer
+from diffx.data.sampling import ResumableDataModule, global_seed
 from diffx.data.sources import check_effect_rate, load_sources
 from diffx.effects import Compressor, EffectChain, ParametricEQ
 from diffx.losses.loudness import integrated_loudness
@@ -91,8 +92,11 @@ class CropPairs(Dataset):
         crop_samples: length of every crop.
         n_params: parameter count of the chain (two random vectors per item).
         length: items per epoch.
-        generator: ``None`` to draw from torch's global generator (training; Lightning seeds
-            it per worker), or a seeded generator for a fixed set.
+        generator: a seeded generator for a fixed set (its items drawn once, in order); or
+            ``None`` (training): item ``index`` of epoch ``epoch`` (:meth:`set_epoch`) is then
+            drawn from ``(seed, epoch, index)``, the same in every run, worker and process,
+            so that a resumed run draws what the killed one would have.
+        seed: base seed of the training draws.
 
     Items: ``input_clean``, ``reference_clean`` ``(channels, crop_samples)``, ``input_params``,
     ``reference_params`` ``(n_params,)`` in [0, 1], and ``clip`` (index into ``clips``).
@@ -107,24 +111,30 @@ class CropPairs(Dataset):
         n_params: int,
         length: int,
         generator: torch.Generator | None = None,
+        seed: int = 0,
     ):
         self.clips = clips
         self.crop_samples = crop_samples
         self.n_params = n_params
         self.length = length
         self.generator = generator
+        self.seed, self.epoch = int(seed), 0
         self.weights = torch.tensor([float(x.shape[-1]) for _, x in clips])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s training items (the training sampler calls it)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.length
 
-    def _crop(self, audio: torch.Tensor) -> torch.Tensor:
+    def _crop(self, audio: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # A few tries to avoid near-silent crops (a decayed note, a pause between words).
         best, best_rms = None, -1.0
         for _ in range(8):
             start = int(
                 torch.randint(
-                    0, audio.shape[-1] - self.crop_samples + 1, (1,), generator=self.generator
+                    0, audio.shape[-1] - self.crop_samples + 1, (1,), generator=generator
                 )
             )
             crop = audio[..., start : start + self.crop_samples]
@@ -136,18 +146,22 @@ class CropPairs(Dataset):
         return best
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        clip = int(torch.multinomial(self.weights, 1, generator=self.generator))
+        generator = self.generator
+        if generator is None:
+            seed = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)
+            generator = torch.Generator().manual_seed(int(seed[0]))
+        clip = int(torch.multinomial(self.weights, 1, generator=generator))
         audio = self.clips[clip][1]
         return {
-            "input_clean": self._crop(audio),
-            "reference_clean": self._crop(audio),
-            "input_params": torch.rand(self.n_params, generator=self.generator),
-            "reference_params": torch.rand(self.n_params, generator=self.generator),
+            "input_clean": self._crop(audio, generator),
+            "reference_clean": self._crop(audio, generator),
+            "input_params": torch.rand(self.n_params, generator=generator),
+            "reference_params": torch.rand(self.n_params, generator=generator),
             "clip": torch.tensor(clip),
         }
 
 
-class StyleTransferDataModule(pl.LightningDataModule):
+class StyleTransferDataModule(ResumableDataModule):
     """Self-supervised (input, reference, target) examples from any audio (see module docs).
 
     Args:
@@ -262,7 +276,9 @@ class StyleTransferDataModule(pl.LightningDataModule):
             return
         self.splits = self._split()
         n = self.chain.parameter_size()
-        self.train_set = CropPairs(self.splits["train"], self.crop_samples, n, self.train_examples)
+        self.train_set = CropPairs(
+            self.splits["train"], self.crop_samples, n, self.train_examples, seed=global_seed()
+        )
         for offset, (split, count) in enumerate(
             (("val", self.val_examples), ("test", self.test_examples))
         ):
@@ -317,17 +333,13 @@ class StyleTransferDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return self.train_loader(
+            self.train_set, self.batch_size, shuffle=False, num_workers=self.num_workers
         )
 
     def _fixed_loader(self, split: str) -> DataLoader:
         # Batches are made already: the loader hands them out one by one.
-        return DataLoader(self.fixed[split], batch_size=None, shuffle=False)
+        return self.eval_loader(self.fixed[split], batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._fixed_loader("val")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -33,6 +32,7 @@ from diffx.analysis.features import (
     loudness_quantiles,
 )
 from diffx.analysis.tones import hz_to_midi
+from diffx.data.sampling import ResumableDataModule, global_seed
 from diffx.data.sources import load_sources
 
 TIMBRE_DIR = Path(__file__).resolve().parent.parent / "assets" / "timbre"
@@ -205,14 +205,17 @@ def _as_tensors(track: Track) -> dict[str, torch.Tensor]:
 
 
 class RandomClips(Dataset):
-    """``length`` random clips of ``clip_frames`` frames, drawn anew at every access.
+    """``length`` random clips of ``clip_frames`` frames, drawn anew every epoch.
 
     A track is chosen with probability proportional to its number of possible clips, then a
-    start frame uniformly, with torch's global generator (seeded by ``seed_everything``; each
-    loader worker is seeded by Lightning).
+    start frame uniformly. Item ``index`` of epoch ``epoch`` (:meth:`set_epoch`) is drawn
+    from ``(seed, epoch, index)``: the same in every run, worker and process, and a resumed
+    run draws what the killed one would have.
     """
 
-    def __init__(self, tracks: list[Track], clip_frames: int, hop: int, length: int) -> None:
+    def __init__(
+        self, tracks: list[Track], clip_frames: int, hop: int, length: int, seed: int = 0
+    ) -> None:
         self.tracks = [t for t in tracks if t.frames >= clip_frames]
         if not self.tracks:
             longest = max((t.frames for t in tracks), default=0)
@@ -221,16 +224,21 @@ class RandomClips(Dataset):
                 f"longest has {longest}): lower clip_seconds"
             )
         self.clip_frames, self.hop, self.length = int(clip_frames), int(hop), int(length)
-        self.weights = torch.tensor(
-            [t.frames - clip_frames + 1 for t in self.tracks], dtype=torch.float64
-        )
+        counts = np.array([t.frames - clip_frames + 1 for t in self.tracks], dtype=np.float64)
+        self.weights = counts / counts.sum()
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s clips (the training sampler calls it)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        track = self.tracks[int(torch.multinomial(self.weights, 1))]
-        start = int(torch.randint(0, track.frames - self.clip_frames + 1, ()))
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        track = self.tracks[int(rng.choice(len(self.tracks), p=self.weights))]
+        start = int(rng.integers(0, track.frames - self.clip_frames + 1))
         return _as_tensors(track.slice(start, start + self.clip_frames, self.hop))
 
 
@@ -265,7 +273,7 @@ class FixedClips(Dataset):
         return _as_tensors(self.items[index])
 
 
-class TimbreDataModule(pl.LightningDataModule):
+class TimbreDataModule(ResumableDataModule):
     """Clips of monophonic recordings with DDSP's control features, for :class:`TimbreTransfer`.
 
     Args:
@@ -366,11 +374,11 @@ class TimbreDataModule(pl.LightningDataModule):
         self.setup()
         return feature_statistics(self.splits["train"])
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+    def _eval_loader(self, split: str) -> DataLoader:
+        self.setup()
+        return self.eval_loader(
+            FixedClips(self.splits[split], self.clip_frames, self.hop),
+            self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -378,13 +386,15 @@ class TimbreDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         length = self.steps_per_epoch * self.batch_size
-        return self._loader(RandomClips(self.splits["train"], self.clip_frames, self.hop, length),
-                            shuffle=False)
+        clips = RandomClips(
+            self.splits["train"], self.clip_frames, self.hop, length, seed=global_seed()
+        )
+        return self.train_loader(
+            clips, self.batch_size, shuffle=False, drop_last=False, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(FixedClips(self.splits["valid"], self.clip_frames, self.hop), False)
+        return self._eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(FixedClips(self.splits["test"], self.clip_frames, self.hop), False)
+        return self._eval_loader("test")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from diffx._validation import check_integer
 from diffx.analysis.tones import SineToneDataset
+from diffx.data.sampling import ResumableDataModule
 from diffx.data.sources import (
     GUITAR_AND_BASS,
     check_effect_rate,
@@ -19,7 +19,7 @@ from diffx.data.sources import (
 )
 
 
-class ToneDataModule(pl.LightningDataModule):
+class ToneDataModule(ResumableDataModule):
     """Random sine tones to train on; real guitar and bass to validate on.
 
     Training follows Carson et al. (DAFx 2025): every epoch draws ``num_tones`` new tones of
@@ -94,10 +94,11 @@ class ToneDataModule(pl.LightningDataModule):
                     self.val_names.append(name)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        # The sampler calls the tone set's set_epoch, so every epoch draws new tones.
+        return self.train_loader(self.train_set, self.batch_size, seed=self.train_set.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=1, shuffle=False)
+        return self.eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

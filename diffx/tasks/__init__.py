@@ -2,6 +2,7 @@
 
 from diffx.tasks.antialias import AntiAliasFineTuning
 from diffx.tasks.base import AudioTask
+from diffx.tasks.checkpoint import ModelCheckpoint, ResumeState
 from diffx.tasks.effect_modeling import EffectModeling
 from diffx.tasks.phase_alignment import PhaseAlignment
 from diffx.tasks.postfilter import GANPostFilter
@@ -14,8 +15,10 @@ __all__ = [
     "AntiAliasFineTuning",
     "AudioTask",
     "EffectModeling",
+    "ModelCheckpoint",
     "PhaseAlignment",
     "ProxyTraining",
+    "ResumeState",
     "StyleTransfer",
     "TimbreTransfer",
 ]

@@ -12,6 +12,7 @@ from torch import nn
 
 from diffx.io.models import save_model
 from diffx.nn import LSTMAmp, WaveNet
+from diffx.tasks.checkpoint import ResumeState
 
 ESR_DB_FLOOR = 1e-12
 """Added to an ESR before taking 10 log10 for logs, so a perfect match logs -120 dB, not -inf."""
@@ -90,6 +91,82 @@ class AudioTask(pl.LightningModule):
     """
 
     sample_rate: int
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # {name: [sum, count, log options]} of this process's held-back evaluation means
+        self._evaluation_sums: dict[str, list] = {}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """:class:`~diffx.tasks.checkpoint.ResumeState` (random generators saved in checkpoints
+        and restored on resume, atomic checkpoint writes: a resumed run continues exactly
+        where a killed one stopped) and :class:`EvaluationMeans` (exact means under DDP)."""
+        return [ResumeState(), EvaluationMeans()]
+
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """Lightning's ``log``; under DDP, a mean logged with ``sync_dist=True`` and a
+        ``batch_size`` from ``validation_step`` or ``test_step`` is summed here (float64) and
+        logged once at the epoch's end as (sum over processes) / (count over processes)
+        (:class:`EvaluationMeans`).
+
+        Lightning reduces such a mean as the average over processes of their sums divided by
+        the average of their counts, and averages the integer counts in integers: with
+        shares of 2 and 1 items the count becomes 1, not 1.5, and the mean 1.5 times too
+        large. The shares differ as soon as the evaluation set does not split evenly
+        (:class:`diffx.data.sampling.EvalSampler` does not pad it).
+        """
+        if not args and self._exact_mean(kwargs):
+            total = self._evaluation_sums.setdefault(name, [0.0, 0.0, {}])
+            size = float(kwargs["batch_size"])
+            total[0] += float(torch.as_tensor(value).detach().double().mean()) * size
+            total[1] += size
+            total[2] = {k: kwargs[k] for k in ("prog_bar", "logger") if k in kwargs}
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def _exact_mean(self, kwargs: dict) -> bool:
+        return (
+            self._trainer is not None
+            and self.trainer.world_size > 1
+            and self._current_fx_name in ("validation_step", "test_step")
+            and bool(kwargs.get("sync_dist"))
+            and kwargs.get("batch_size") is not None
+            and kwargs.get("reduce_fx", "mean") in ("mean", torch.mean)
+            and not kwargs.get("on_step")
+            and kwargs.get("on_epoch", True) is not False
+            and not kwargs.get("rank_zero_only")
+        )
+
+    def log_evaluation_means(self) -> None:
+        """Log the means :meth:`log` held back: every process passes its sums and counts,
+        the means are over all of them (called at the end of a validation or test epoch, on
+        every process: a collective)."""
+        sums = self._evaluation_sums
+        names = sorted(set().union(*all_gather_objects(sorted(sums))))
+        if not names:
+            return
+        totals = torch.tensor(
+            [sums.get(name, [0.0, 0.0])[:2] for name in names], dtype=torch.float64
+        )
+        totals = sum_over_processes(totals, self.device)
+        for name, (total, count) in zip(names, totals.tolist()):
+            options = sums[name][2] if name in sums else {}
+            # Every process logs the same value; "max" over processes keeps it exact (an
+            # average over 3 processes of 3 equal floats need not give that float back).
+            super().log(
+                name, total / max(count, 1.0), sync_dist=True, reduce_fx="max", **options
+            )
+        sums.clear()
+
+    def sum_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` (e.g. error sums accumulated over this process's share of an
+        evaluation) summed over the DDP processes, name by name (a name missing on a process
+        counts 0 there); unchanged in one process. Call it on every process."""
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return dict(values)
+        names = sorted(set().union(*all_gather_objects(sorted(values))))
+        totals = torch.tensor([float(values.get(n, 0.0)) for n in names], dtype=torch.float64)
+        return dict(zip(names, sum_over_processes(totals, self.device).tolist()))
 
     def _tensorboard(self):
         loggers = self.loggers if self._trainer is not None else []
@@ -180,6 +257,41 @@ class AudioTask(pl.LightningModule):
         if self._trainer is None or self.trainer.log_dir is None:
             return None
         return Path(self.trainer.log_dir)
+
+
+class EvaluationMeans(pl.Callback):
+    """Logs the means :meth:`AudioTask.log` held back under DDP, at the end of every
+    validation and test epoch (before the task's own epoch-end hook, which may read them)."""
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        if isinstance(pl_module, AudioTask):  # nothing left from an interrupted evaluation
+            pl_module._evaluation_sums.clear()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        if isinstance(pl_module, AudioTask) and trainer.world_size > 1:
+            pl_module.log_evaluation_means()
+
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_end = on_validation_epoch_end
+
+
+def all_gather_objects(value) -> list:
+    """``value`` from every DDP process, in rank order (``[value]`` without DDP)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def sum_over_processes(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` summed over the DDP processes (float64, on the CPU); unchanged without DDP.
+    ``device``: where the collective runs (the process's device: NCCL needs CUDA tensors)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    values = values.to(device)
+    torch.distributed.all_reduce(values)
+    return values.cpu()
 
 
 def check_loss_weights(losses: dict[str, float], known: tuple[str, ...]) -> dict[str, float]:

@@ -63,7 +63,7 @@ from diffx.nn.postfilter import (
     GVPostFilter,
     MultiStreamPostFilter,
 )
-from diffx.tasks.base import AudioTask
+from diffx.tasks.base import AudioTask, all_gather_objects
 
 STREAM_DEFAULTS = {
     "mgc": {
@@ -419,6 +419,11 @@ class GANPostFilter(AudioTask):
         return results
 
     def _log_metrics(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            # Under DDP each process holds its share of the utterances; the measures (global
+            # variances, modulation spectra) need them all, and every process logs them.
+            parts = all_gather_objects(self._outputs)
+            self._outputs = {k: [u for part in parts for u in part[k]] for k in self._outputs}
         for name, value in self.metrics().items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss")
 

@@ -375,7 +375,10 @@ class StyleTransfer(AudioTask):
     on_test_epoch_start = on_validation_epoch_start
 
     def _log_means(self, stage: str) -> dict[str, float]:
-        means = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        # Under DDP each process holds the sums of its share of the evaluation set.
+        totals = self.sum_over_processes({**self._sums, "_count": float(self._count)})
+        count = totals.pop("_count")
+        means = {name: total / max(count, 1) for name, total in totals.items()}
         for name, value in means.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss")
         return means

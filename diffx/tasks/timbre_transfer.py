@@ -293,6 +293,8 @@ class TimbreTransfer(AudioTask):
         return summarize_errors(self._sums)
 
     def _log_metrics(self, stage: str) -> None:
+        # Under DDP each process holds the sums of its share of the evaluation set.
+        self._sums = self.sum_over_processes(self._sums)
         metrics = self.metrics()
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "spectral_loss")

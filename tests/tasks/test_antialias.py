@@ -76,9 +76,13 @@ def test_first_step_loss_matches_an_independent_computation(lstm_teacher_path, t
 
 
 def test_fine_tuning_reduces_aliasing_and_keeps_the_teacher(lstm_teacher_path, tmp_path):
+    # With a cosine decay to 2e-4, 60 steps cut the NMR-S by 1.2 to 2.7 dB over six seeds of
+    # the tones (0-5); a constant 5e-3 (this test before issue 20) ranged from -4.0 to +0.7 dB
+    # (worse) with the seed and passed its -3 dB check by the luck of one draw.
     task = AntiAliasFineTuning(
-        str(lstm_teacher_path), learning_rate=5e-3, val_levels_dbfs=[-6.0], val_midi_step=8
-    )
+        str(lstm_teacher_path), learning_rate=5e-3, final_learning_rate=2e-4,
+        val_levels_dbfs=[-6.0], val_midi_step=8,
+    )  # fmt: skip
     teacher_before = {k: v.clone() for k, v in task.teacher.state_dict().items()}
     trainer = _trainer(tmp_path, max_steps=60, limit_val_batches=1, val_check_interval=10)
     trainer.fit(task, datamodule=_data())
@@ -87,7 +91,7 @@ def test_fine_tuning_reduces_aliasing_and_keeps_the_teacher(lstm_teacher_path, t
     tones = chromatic_test_set(44100, levels_dbfs=[-6.0], midi_low=60, midi_high=108)
     before = aliasing_metrics(task.teacher, 44100, tones, progress=False).means_db()["nmr_s"]
     after = aliasing_metrics(task.student, 44100, tones, progress=False).means_db()["nmr_s"]
-    assert after < before - 3.0, (before, after)
+    assert after < before - 1.0, (before, after)
     assert (
         trainer.callback_metrics["val/teacher_nmr_s_db"] > trainer.callback_metrics["val/nmr_s_db"]
     )
@@ -100,9 +104,13 @@ def test_fine_tuning_reduces_aliasing_and_keeps_the_teacher(lstm_teacher_path, t
 def test_the_best_student_on_validation_is_exported(lstm_teacher_path, tmp_path):
     """With a ModelCheckpoint on val/loss the export holds that checkpoint's weights (read
     back from the .ckpt file), also when a non-monitoring checkpoint callback comes first."""
+    # With a cosine decay to 2e-4, 60 steps cut the NMR-S by 1.2 to 2.7 dB over six seeds of
+    # the tones (0-5); a constant 5e-3 (this test before issue 20) ranged from -4.0 to +0.7 dB
+    # (worse) with the seed and passed its -3 dB check by the luck of one draw.
     task = AntiAliasFineTuning(
-        str(lstm_teacher_path), learning_rate=5e-3, val_levels_dbfs=[-6.0], val_midi_step=8
-    )
+        str(lstm_teacher_path), learning_rate=5e-3, final_learning_rate=2e-4,
+        val_levels_dbfs=[-6.0], val_midi_step=8,
+    )  # fmt: skip
     keep_last = pl.callbacks.ModelCheckpoint(tmp_path / "ckpt", save_last=True)
     best = pl.callbacks.ModelCheckpoint(
         tmp_path / "ckpt", monitor="val/loss", filename="best-{step}", save_top_k=1
