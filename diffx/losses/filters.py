@@ -23,9 +23,11 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from diffx._validation import check_audio, check_sample_rate
 from diffx.functional import sosfilt
+from diffx.losses._chunking import BLOCK_BYTES, MAX_DIRECT_BYTES, block_plan, check_chunking
 
 #: Pole frequencies (Hz) of the analog A-weighting, IEC 61672-1:2013 Annex E (eqs. E.1-E.5,
 #: the exact values that round to 20.6, 107.7, 737.9 and 12194 Hz).
@@ -235,6 +237,51 @@ def antialias_lowpass_taps(
     )
 
 
+def _unfold_bytes_per_sample(kernel: torch.Tensor) -> int:
+    """Bytes conv1d's unfolding takes per output sample: one value per tap."""
+    return kernel.numel() * kernel.element_size()
+
+
+def _fir_blocks(x: torch.Tensor, kernel: torch.Tensor, left: int, block_bytes: int):
+    """``conv1d(x, kernel)`` of ``x (rows, samples)`` with ``left`` zeros before and
+    ``taps - 1 - left`` after, so the output has ``samples`` samples; computed in blocks of
+    rows and samples whose unfolding takes at most ``block_bytes``. Not differentiable."""
+    rows, T = x.shape
+    K = kernel.numel()  # taps
+    row_runs, sample_runs = block_plan(rows, T, _unfold_bytes_per_sample(kernel), block_bytes)
+    weight = kernel.view(1, 1, K)
+    y = x.new_empty(rows, T)
+    for r0, r1 in row_runs:
+        padded = F.pad(x[r0:r1], (left, K - 1 - left))  # a copy of this run of rows only
+        for a, b in sample_runs:
+            # Output samples a..b-1 read padded samples a..b+K-2.
+            y[r0:r1, a:b] = F.conv1d(padded[:, None, a : b + K - 1], weight)[:, 0]
+    return y
+
+
+class _BlockFIR(torch.autograd.Function):
+    """FIR filtering in blocks (see :func:`_fir_blocks`); the kernel is a constant.
+
+    The adjoint of "pad ``left`` before, correlate with ``kernel``" is "pad ``taps - 1 - left``
+    before, correlate with the reversed kernel", so the backward pass is the same blockwise
+    filter and saves nothing but the kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, left, block_bytes):  # type: ignore[override]
+        ctx.save_for_backward(kernel)
+        ctx.left, ctx.block_bytes = left, block_bytes
+        return _fir_blocks(x, kernel, left, block_bytes)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):  # type: ignore[override]
+        (kernel,) = ctx.saved_tensors
+        right = kernel.numel() - 1 - ctx.left
+        grad_x = _fir_blocks(grad_y.contiguous(), kernel.flip(-1), right, ctx.block_bytes)
+        return grad_x, None, None, None
+
+
 class AntialiasLowpass(nn.Module):
     """Linear-phase Kaiser FIR low-pass, centred so the output lines up with the input.
 
@@ -248,6 +295,11 @@ class AntialiasLowpass(nn.Module):
         passband_hz: pass-band edge in Hz.
         stopband_hz: stop-band edge in Hz, below Nyquist.
         attenuation_db: least stop-band attenuation in dB.
+        max_direct_bytes: inputs whose ``conv1d`` unfolding (rows x samples x taps values)
+            takes at most this many bytes are filtered in one ``conv1d`` call; longer ones in
+            blocks of samples, with the same result to float rounding and a peak of a few
+            times the input. ``math.inf``: never chunk, 0: always.
+        block_bytes: most bytes of unfolding per block when chunking.
 
     Shapes:
         input ``(batch, channels, samples)``; output the same.
@@ -261,8 +313,12 @@ class AntialiasLowpass(nn.Module):
         passband_hz: float = 12000.0,
         stopband_hz: float = 16000.0,
         attenuation_db: float = 80.0,
+        *,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ):
         super().__init__()
+        self.max_direct_bytes, self.block_bytes = check_chunking(max_direct_bytes, block_bytes)
         self.sample_rate = check_sample_rate(sample_rate)
         self.passband_hz = float(passband_hz)
         self.stopband_hz = float(stopband_hz)
@@ -278,8 +334,13 @@ class AntialiasLowpass(nn.Module):
         B, C, T = x.shape  # batch, channels, samples
         # conv1d correlates; flipping makes it a convolution (a no-op for symmetric taps, kept
         # so the code stays right for any taps). A few dozen taps: direct beats FFT here.
-        kernel = self.taps.flip(-1).to(dtype=x.dtype, device=x.device).view(1, 1, -1)
-        y = F.conv1d(x.reshape(B * C, 1, T), kernel, padding=self.delay)
+        kernel = self.taps.flip(-1).to(dtype=x.dtype, device=x.device)
+        rows = x.reshape(B * C, T)
+        # On the CPU, conv1d without a oneDNN kernel (float64) unfolds the whole batch into a
+        # (taps x samples) matrix per row: 7.4 GB for (7, 2, 2^20) float64, 66x the input.
+        if B * C * T * _unfold_bytes_per_sample(kernel) > self.max_direct_bytes:
+            return _BlockFIR.apply(rows, kernel, self.delay, self.block_bytes).reshape(B, C, T)
+        y = F.conv1d(rows.unsqueeze(1), kernel.view(1, 1, -1), padding=self.delay)
         return y.reshape(B, C, T)
 
     def extra_repr(self) -> str:

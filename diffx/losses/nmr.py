@@ -37,6 +37,13 @@ import torch
 from torch import nn
 
 from diffx._validation import check_sample_rate
+from diffx.losses._chunking import (
+    BLOCK_BYTES,
+    MAX_DIRECT_BYTES,
+    Framing,
+    check_chunking,
+    framewise_sums,
+)
 from diffx.losses._reduction import check_reduction, reduce
 from diffx.losses.time_domain import check_pair
 
@@ -456,8 +463,45 @@ class _EarModel(nn.Module):
         )
         return (spectrum.abs() * self.magnitude_weight.to(x.dtype).unsqueeze(-1)).transpose(1, 2)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Linear NMR per item of ``(..., samples)`` inputs; returns shape ``(...)``."""
+    def _noise_to_mask(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Noise / mask ``(rows, frames, bands)`` of the STFT frames of ``(rows, T)`` signals
+        (frames start at sample 0, no padding)."""
+        dtype = pred.dtype
+        grouping = self.grouping.to(dtype)
+        target_mag = self._weighted_magnitude(target)
+        noise = ((self._weighted_magnitude(pred) - target_mag).square() @ grouping).clamp(
+            min=ENERGY_FLOOR
+        )
+        pitch = (target_mag.square() @ grouping).clamp(min=ENERGY_FLOOR)
+        excitation = self._spread(pitch + self.internal_noise.to(dtype))
+        mask = excitation * self.mask_gain.to(dtype)
+        return noise / mask
+
+    def _block_sums(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(rows, 1)``: noise / mask summed over the frames and bands of a block."""
+        return self._noise_to_mask(pred, target).sum(dim=(-2, -1)).unsqueeze(-1)
+
+    def bytes_per_frame(self, dtype: torch.dtype) -> int:
+        """Memory of one frame of one signal inside the model: its complex spectrum and the
+        ``bands x bands`` upward-spreading weights, the largest per-frame tensor."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        bins, bands = self.grouping.shape
+        return (2 * bins + bands * bands) * itemsize
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
+    ) -> torch.Tensor:
+        """Linear NMR per item of ``(..., samples)`` inputs; returns shape ``(...)``.
+
+        While ``rows x frames x bytes_per_frame`` is at most ``max_direct_bytes`` the NMR is
+        one autograd pass; beyond, blocks of frames of at most ``block_bytes`` are summed and
+        recomputed in the backward pass (:mod:`diffx.losses._chunking`), which keeps the
+        peak memory a few times the input's size instead of tens of times.
+        """
         if pred.shape[-1] < self.n_fft:
             raise ValueError(
                 f"pred and target have {pred.shape[-1]} samples; the NMR needs at least one "
@@ -467,16 +511,13 @@ class _EarModel(nn.Module):
         dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
         pred = pred.reshape(-1, pred.shape[-1]).to(dtype)
         target = target.reshape(-1, target.shape[-1]).to(dtype)
-        grouping = self.grouping.to(dtype)
-
-        target_mag = self._weighted_magnitude(target)
-        noise = ((self._weighted_magnitude(pred) - target_mag).square() @ grouping).clamp(
-            min=ENERGY_FLOOR
-        )
-        pitch = (target_mag.square() @ grouping).clamp(min=ENERGY_FLOOR)
-        excitation = self._spread(pitch + self.internal_noise.to(dtype))
-        mask = excitation * self.mask_gain.to(dtype)
-        return (noise / mask).mean(dim=(-2, -1)).reshape(lead)
+        framing = Framing(self.n_fft, self.hop_length)
+        frames = framing.frames(pred.shape[-1])
+        per_frame = self.bytes_per_frame(dtype)
+        if pred.shape[0] * frames * per_frame <= max_direct_bytes:
+            return self._noise_to_mask(pred, target).mean(dim=(-2, -1)).reshape(lead)
+        sums = framewise_sums(self._block_sums, pred, target, framing, per_frame, block_bytes)
+        return (sums[:, 0] / (frames * self.grouping.shape[-1])).reshape(lead)
 
 
 @functools.lru_cache(maxsize=8)
@@ -521,6 +562,11 @@ class NMRLoss(nn.Module):
         reduction: ``"mean"`` or ``"sum"`` over the ``(batch, channels)`` values, or ``"none"``.
         n_fft: STFT size (2048 in BS.1387).
         hop_length: STFT hop (1024 in BS.1387).
+        max_direct_bytes: largest memory (bytes) of the per-frame tensors of all signals, as
+            :meth:`_EarModel.bytes_per_frame` counts it, computed in one autograd pass; beyond
+            it the NMR is summed in blocks of frames and recomputed in the backward pass (same
+            value to float rounding, peak a few times the input). ``math.inf``: never chunk.
+        block_bytes: most bytes of per-frame tensors per block when chunking.
 
     Shapes:
         ``pred`` (signal under test) and ``target`` (reference): ``(batch, channels, samples)``
@@ -538,8 +584,12 @@ class NMRLoss(nn.Module):
         reduction: str = "mean",
         n_fft: int = N_FFT,
         hop_length: int = HOP,
+        *,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ):
         super().__init__()
+        self.max_direct_bytes, self.block_bytes = check_chunking(max_direct_bytes, block_bytes)
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.output = output
@@ -552,7 +602,7 @@ class NMRLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target, min_dim=3)
-        nmr = self.ear_model(pred, target)
+        nmr = self.ear_model(pred, target, self.max_direct_bytes, self.block_bytes)
         if self.output == "db":
             nmr = 10.0 * torch.log10(nmr)
         return reduce(nmr, self.reduction)

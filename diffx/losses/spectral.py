@@ -10,6 +10,12 @@ batch, not a mean of per-item ratios. ``"none"`` returns one loss per item, ``(b
 auraloss's value for that item alone, and ``"sum"`` their sum. So ``"mean"`` equals the mean of
 ``"none"`` only when the batch holds one item or ``w_sc = 0``.
 
+Long signals: the STFTs of a whole batch, kept by autograd for the backward pass, take tens of
+times the audio's size (16 GB for auraloss's default MR-STFT on (7, 2, 2^20) float64). When they
+would exceed ``max_direct_bytes``, these losses instead sum auraloss's terms block by block
+(:mod:`diffx.losses._chunking`) and recompute each block in the backward pass, which bounds the
+peak to a few times the input; the value is auraloss's to float rounding.
+
 Silence (auraloss issue #63, NaN gradients from a log without an epsilon): auraloss 0.4 clamps
 the STFT power at ``eps`` (default 1e-8) before its square root, so every magnitude is at least
 ``sqrt(eps)`` and the logarithm and the spectral-convergence ratio stay finite, with finite
@@ -19,6 +25,7 @@ gradients, for silent prediction and target. Mel filters that cover no FFT bin w
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -27,6 +34,14 @@ import torch
 from torch import nn
 
 from diffx._validation import check_sample_rate
+from diffx.losses._chunking import (
+    BLOCK_BYTES,
+    MAX_DIRECT_BYTES,
+    Framing,
+    check_chunking,
+    complex_itemsize,
+    framewise_sums,
+)
 from diffx.losses._reduction import check_reduction
 from diffx.losses.time_domain import check_pair
 
@@ -109,11 +124,93 @@ def _check_resolution(fft_size: int, hop_size: int, win_length: int, where: str)
         )
 
 
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)`` with gradient 0 at ``x = 0`` (as ``torch.norm``'s backward), not inf."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+def _auraloss_terms(stft_loss: nn.Module) -> tuple[str, ...]:
+    """The sums :func:`_auraloss_sums` returns for one ``auraloss.freq.STFTLoss``, in order:
+    only the terms with a non-zero weight, as auraloss computes only those."""
+    terms = ("sc_error", "sc_target") if stft_loss.w_sc else ()
+    terms += ("log_l1",) if stft_loss.w_log_mag else ()
+    return terms + (("lin_l1",) if stft_loss.w_lin_mag else ())
+
+
+def _auraloss_sums(stft_loss: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row sums behind ``auraloss.freq.STFTLoss`` on a block of frames.
+
+    Args:
+        stft_loss: the auraloss module (its window, sizes, ``eps``, weights, mel ``fb``).
+        pred, target: ``(rows, L)`` segments of the reflect-padded signals holding whole frames.
+
+    Returns:
+        ``(rows, K)``, the sums of :func:`_auraloss_terms` over bins and frames: squared
+        magnitude error and squared target magnitude (spectral convergence), L1 of log
+        magnitudes, L1 of magnitudes. Magnitudes as auraloss: ``sqrt(clamp(|X|^2, eps))``, then
+        the mel filterbank where it has one.
+    """
+    f = stft_loss
+    window = f.window.to(pred.device)
+
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(
+            x, f.fft_size, f.hop_size, f.win_length, window, center=False, return_complex=True
+        )
+        mag = torch.sqrt(torch.clamp(spec.real**2 + spec.imag**2, min=f.eps))
+        return torch.matmul(f.fb.to(mag.device), mag) if f.scale is not None else mag
+
+    x_mag, y_mag = magnitude(pred), magnitude(target)
+    sums = []
+    if f.w_sc:
+        sums += [(y_mag - x_mag).square().sum((-2, -1)), y_mag.square().sum((-2, -1))]
+    if f.w_log_mag:
+        sums.append((torch.log(x_mag) - torch.log(y_mag)).abs().sum((-2, -1)))
+    if f.w_lin_mag:
+        sums.append((x_mag - y_mag).abs().sum((-2, -1)))
+    return torch.stack(sums, dim=-1)
+
+
+def _auraloss_from_sums(stft_loss: nn.Module, sums: torch.Tensor, count: int) -> torch.Tensor:
+    """auraloss's ``STFTLoss`` value from pooled sums ``(groups, K)`` over ``count`` magnitudes
+    per group (rows x bins x frames); returns ``(groups,)``."""
+    f, terms = stft_loss, _auraloss_terms(stft_loss)
+    s = dict(zip(terms, sums.unbind(-1)))
+    loss = sums.new_zeros(sums.shape[0])
+    if f.w_sc:  # ||Y - X||_F / ||Y||_F; |Y| >= sqrt(eps) > 0, so the denominator is positive
+        loss = loss + f.w_sc * (_safe_sqrt(s["sc_error"]) / s["sc_target"].sqrt())
+    if f.w_log_mag:
+        loss = loss + f.w_log_mag * (s["log_l1"] / count)
+    if f.w_lin_mag:
+        loss = loss + f.w_lin_mag * (s["lin_l1"] / count)
+    return loss
+
+
 class _AuralossWrapper(nn.Module):
     """Shared checks and reductions around one auraloss module held as ``self.loss``."""
 
     loss: nn.Module
     min_samples: int
+    max_direct_bytes: float
+    block_bytes: int
+
+    def _stft_losses(self) -> list[nn.Module]:
+        """The ``auraloss.freq.STFTLoss`` modules whose mean is the loss."""
+        return list(getattr(self.loss, "stft_losses", [self.loss]))
+
+    @staticmethod
+    def _framing(stft_loss: nn.Module) -> Framing:
+        # auraloss calls torch.stft with its defaults: centred frames, reflect padding.
+        return Framing(stft_loss.fft_size, stft_loss.hop_size, stft_loss.fft_size // 2)
+
+    def spectra_bytes(self, pred: torch.Tensor) -> int:
+        """Bytes of the complex STFTs of ``pred`` at every resolution: what decides chunking."""
+        rows, samples = pred[..., 0].numel(), pred.shape[-1]
+        per_row = sum(
+            self._framing(f).frames(samples) * (f.fft_size // 2 + 1) for f in self._stft_losses()
+        )
+        return rows * per_row * complex_itemsize(pred.dtype)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss between ``pred`` and ``target``, both ``(batch, channels, samples)``.
@@ -129,12 +226,39 @@ class _AuralossWrapper(nn.Module):
                 f"pred and target have {pred.shape[-1]} samples, fewer than the largest "
                 f"fft_size ({self.min_samples})"
             )
+        if self.spectra_bytes(pred) > self.max_direct_bytes:
+            return self._chunked(pred, target)
         if self.reduction == "mean":
             return self.loss(pred, target)
         per_item = torch.stack(
             [self.loss(pred[i : i + 1], target[i : i + 1]) for i in range(pred.shape[0])]
         )
         return per_item.sum() if self.reduction == "sum" else per_item
+
+    def _chunked(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """auraloss's value from blockwise sums (see the module docstring), same reductions."""
+        B, C, T = pred.shape  # batch, channels, samples
+        rows_pred, rows_target = pred.reshape(B * C, T), target.reshape(B * C, T)
+        itemsize = complex_itemsize(pred.dtype)
+        stft_losses = self._stft_losses()
+        total = pred.new_zeros(1 if self.reduction == "mean" else B)
+        for f in stft_losses:
+            framing = self._framing(f)
+            sums = framewise_sums(
+                functools.partial(_auraloss_sums, f), rows_pred, rows_target, framing,
+                (f.fft_size // 2 + 1) * itemsize, self.block_bytes,
+            )  # fmt: skip
+            # "mean" pools the whole batch (auraloss on all of it), the others each item.
+            sums = sums.reshape(B, C, -1).sum(1)
+            items = B if self.reduction == "mean" else 1
+            if self.reduction == "mean":
+                sums = sums.sum(0, keepdim=True)
+            bins = f.fb.shape[-2] if f.scale is not None else f.fft_size // 2 + 1
+            total = total + _auraloss_from_sums(f, sums, items * C * bins * framing.frames(T))
+        total = total / len(stft_losses)
+        if self.reduction == "mean":
+            return total[0]
+        return total.sum() if self.reduction == "sum" else total
 
 
 class MultiResolutionSTFTLoss(_AuralossWrapper):
@@ -154,6 +278,11 @@ class MultiResolutionSTFTLoss(_AuralossWrapper):
         eps: floor on STFT power before the square root and log; see the module docstring.
         reduction: ``"mean"`` (auraloss's value), ``"sum"`` or ``"none"``; see the module
             docstring.
+        max_direct_bytes: largest size (bytes) of the batch's complex STFTs, all resolutions
+            together, computed in one autograd pass; beyond it the loss is computed in blocks
+            and recomputed in the backward pass (see the module docstring). ``math.inf``:
+            never chunk, 0: always.
+        block_bytes: most bytes of STFT per block when chunking.
 
     Shapes:
         ``pred``, ``target``: ``(batch, channels, samples)`` with ``samples >= max(fft_sizes)``;
@@ -171,10 +300,14 @@ class MultiResolutionSTFTLoss(_AuralossWrapper):
         w_lin_mag: float = 0.0,
         eps: float = STFT_EPS,
         reduction: str = "mean",
+        *,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ):
         super().__init__()
         import auraloss
 
+        self.max_direct_bytes, self.block_bytes = check_chunking(max_direct_bytes, block_bytes)
         fft_sizes, hop_sizes, win_lengths = list(fft_sizes), list(hop_sizes), list(win_lengths)
         if not (len(fft_sizes) == len(hop_sizes) == len(win_lengths) >= 1):
             raise ValueError(
@@ -221,6 +354,11 @@ class MelSTFTLoss(_AuralossWrapper):
         w_lin_mag: weight of the linear-magnitude term.
         eps: floor on STFT power; see the module docstring.
         reduction: ``"mean"`` (auraloss's value), ``"sum"`` or ``"none"``.
+        max_direct_bytes: largest size (bytes) of the batch's complex STFTs, all resolutions
+            together, computed in one autograd pass; beyond it the loss is computed in blocks
+            and recomputed in the backward pass (see the module docstring). ``math.inf``:
+            never chunk, 0: always.
+        block_bytes: most bytes of STFT per block when chunking.
 
     Shapes:
         ``pred``, ``target``: ``(batch, channels, samples)`` with ``samples >= fft_size``;
@@ -240,10 +378,14 @@ class MelSTFTLoss(_AuralossWrapper):
         w_lin_mag: float = 0.0,
         eps: float = STFT_EPS,
         reduction: str = "mean",
+        *,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ):
         super().__init__()
         import auraloss
 
+        self.max_direct_bytes, self.block_bytes = check_chunking(max_direct_bytes, block_bytes)
         sr = check_sample_rate(sample_rate)
         _check_resolution(fft_size, hop_size, win_length, "")
         n_mels = _check_positive_int(n_mels, "n_mels")
@@ -325,6 +467,11 @@ class MultiScaleSpectralLoss(nn.Module):
         eps: :data:`LOG_MAGNITUDE_EPS`.
         reduction: ``"mean"`` (over batch and channels), ``"sum"`` or ``"none"``
             (``(batch, channels)``).
+        max_direct_bytes: largest size (bytes) of the complex STFTs of ``pred``, all FFT sizes
+            together, computed in one autograd pass; beyond it the loss is summed in blocks
+            and recomputed in the backward pass (same value to float rounding, peak memory a
+            few times the input). ``math.inf``: never chunk, 0: always.
+        block_bytes: most bytes of STFT per block when chunking.
 
     Shapes:
         ``pred``, ``target``: ``(batch, channels, samples)`` with ``samples >= max(fft_sizes)
@@ -339,8 +486,12 @@ class MultiScaleSpectralLoss(nn.Module):
         log_weight: float = 1.0,
         eps: float = LOG_MAGNITUDE_EPS,
         reduction: str = "mean",
+        *,
+        max_direct_bytes: float = MAX_DIRECT_BYTES,
+        block_bytes: int = BLOCK_BYTES,
     ) -> None:
         super().__init__()
+        self.max_direct_bytes, self.block_bytes = check_chunking(max_direct_bytes, block_bytes)
         if isinstance(fft_sizes, int) or len(fft_sizes) == 0:
             raise ValueError(f"fft_sizes must be a non-empty list of sizes, got {fft_sizes!r}")
         self.fft_sizes = tuple(
@@ -365,11 +516,34 @@ class MultiScaleSpectralLoss(nn.Module):
                 f"pred and target have {T} samples; the largest fft_size "
                 f"({max(self.fft_sizes)}) needs at least {max(self.fft_sizes) // 2 + 1}"
             )
+        pred_rows, target_rows = pred.reshape(B * C, T), target.reshape(B * C, T)
+        if self._spectra_bytes(B * C, T, pred.dtype) > self.max_direct_bytes:
+            total = self._chunked(pred_rows, target_rows).reshape(B, C)
+        else:
+            total = self._direct(pred_rows, target_rows).reshape(B, C)
+        if self.reduction == "mean":
+            return total.mean()
+        if self.reduction == "sum":
+            return total.sum()
+        return total
+
+    def _framing(self, n_fft: int, hop: int) -> Framing:
+        # As _stft_magnitude: centred frames, zero padding.
+        return Framing(n_fft, hop, n_fft // 2, "constant")
+
+    def _spectra_bytes(self, rows: int, samples: int, dtype: torch.dtype) -> int:
+        per_row = sum(
+            self._framing(n, hop).frames(samples) * (n // 2 + 1)
+            for n, hop in zip(self.fft_sizes, self.hops)
+        )
+        return rows * per_row * complex_itemsize(dtype)
+
+    def _direct(self, pred_rows: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
+        """Loss per row of ``(rows, samples)`` in one autograd pass; ``(rows,)``."""
         # Two transforms rather than one on the stacked pair: stacked, the target's STFT would
         # join the prediction's autograd graph and its backward would run for nothing (the
         # loss's backward took 2.4x as long that way, benchmarks/bench_ddsp.py).
-        pred_rows, target_rows = pred.reshape(B * C, T), target.reshape(B * C, T)
-        total = pred.new_zeros(B, C)
+        total = pred_rows.new_zeros(pred_rows.shape[0])
         for n_fft, hop in zip(self.fft_sizes, self.hops):
             p = _stft_magnitude(pred_rows, n_fft, hop)
             t = _stft_magnitude(target_rows, n_fft, hop)
@@ -377,9 +551,39 @@ class MultiScaleSpectralLoss(nn.Module):
             if self.log_weight:
                 log_gap = torch.log(p + self.eps) - torch.log(t + self.eps)
                 per_item = per_item + self.log_weight * log_gap.abs().mean(dim=(-2, -1))
-            total = total + per_item.reshape(B, C)
-        if self.reduction == "mean":
-            return total.mean()
-        if self.reduction == "sum":
-            return total.sum()
+            total = total + per_item
+        return total
+
+    def _block_sums(self, n_fft: int, hop: int, pred: torch.Tensor, target: torch.Tensor):
+        """``(rows, 2)`` sums of ``|P - T|`` and ``|log(P + eps) - log(T + eps)|`` over the
+        frames held by the padded segments ``pred``, ``target`` ``(rows, L)``."""
+        window = torch.hann_window(n_fft, dtype=pred.dtype, device=pred.device)
+
+        def magnitude(x: torch.Tensor) -> torch.Tensor:
+            spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)
+            return spec.abs()
+
+        p, t = magnitude(pred), magnitude(target)
+        linear = (p - t).abs().sum(dim=(-2, -1))
+        if not self.log_weight:
+            return linear.unsqueeze(-1)
+        log_gap = torch.log(p + self.eps) - torch.log(t + self.eps)
+        return torch.stack([linear, log_gap.abs().sum(dim=(-2, -1))], dim=-1)
+
+    def _chunked(self, pred_rows: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
+        """As :meth:`_direct`, from blockwise sums with bounded memory; ``(rows,)``."""
+        T = pred_rows.shape[-1]
+        itemsize = complex_itemsize(pred_rows.dtype)
+        total = pred_rows.new_zeros(pred_rows.shape[0])
+        for n_fft, hop in zip(self.fft_sizes, self.hops):
+            framing = self._framing(n_fft, hop)
+            sums = framewise_sums(
+                functools.partial(self._block_sums, n_fft, hop), pred_rows, target_rows,
+                framing, (n_fft // 2 + 1) * itemsize, self.block_bytes,
+            )  # fmt: skip
+            count = (n_fft // 2 + 1) * framing.frames(T)
+            per_item = self.linear_weight * (sums[:, 0] / count)
+            if self.log_weight:
+                per_item = per_item + self.log_weight * (sums[:, 1] / count)
+            total = total + per_item
         return total
