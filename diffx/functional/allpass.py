@@ -95,7 +95,9 @@ def _section_param(
     A scalar or 0-d tensor gives ``(1, 1)``; a 1-D tensor is ``(n_sections,)`` shared by the
     whole batch; a 2-D tensor is ``(batch, n_sections)``.
     """
+    given_dtype = torch.float64  # of a Python number
     if isinstance(value, torch.Tensor):
+        given_dtype = value.dtype if value.is_floating_point() else torch.float64
         t = value.to(dtype=like.dtype, device=like.device)
     else:
         try:
@@ -113,21 +115,28 @@ def _section_param(
         )
     if t.numel() == 0:
         raise ValueError(f"{name} has no sections (shape {tuple(t.shape)})")
-    _check_range(t, name, low, high, low_open, high_open)
-    return t
+    return _check_range(t, name, low, high, low_open, high_open, given_dtype)
 
 
-def _check_range(t, name, low, high, low_open, high_open) -> None:
+def _check_range(t, name, low, high, low_open, high_open, given_dtype=torch.float64):
+    """``t`` checked against its range and returned. A closed end may be passed by the
+    rounding of the dtype the value was given in, ``given_dtype`` (``sample_rate / 2`` as a
+    float32 tensor can round above the float64 Nyquist frequency): such values are moved onto
+    the end, keeping their gradient."""
     d = t.detach()
     check_finite(d, name)
-    below = (d <= low) if low_open else (d < low)
-    above = (d >= high) if high_open else (d > high)
+    slack = torch.finfo(given_dtype).eps * max(abs(low), abs(high), 1.0)
+    below = (d <= low) if low_open else (d < low - slack)
+    above = (d >= high) if high_open else (d > high + slack)
     if bool((below | above).any()):
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
         raise ValueError(
             f"{name} must lie in {lo}{low:g}, {high:g}{hi}, got values in "
             f"[{float(d.min()):.8g}, {float(d.max()):.8g}]"
         )
+    if bool(((d < low) | (d > high)).any()):
+        t = t + (t.detach().clamp(low, high) - d)  # straight-through: the gradient is kept
+    return t
 
 
 def _broadcast(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:

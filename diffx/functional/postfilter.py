@@ -84,9 +84,12 @@ def variance_scaling(
         centred = x - mean
     target = global_variance[offset:].to(features)
     # A flat trajectory (variance under eps) has nothing to scale: its gain stays 1.
-    gain = torch.where(
-        variance > eps, (target / variance.clamp_min(eps)) ** (0.5 * strength), 1.0
-    )
+    # A target of 0 flattens (gain 0 for strength > 0): the power is taken of a safe base
+    # there, as d(r ** p)/dr at r = 0 is infinite for p < 1 and its 0 x inf would be NaN.
+    ratio = target / variance.clamp_min(eps)
+    zero_gain = 0.0 if strength > 0 else 1.0
+    gain = torch.where(ratio > 0, torch.where(ratio > 0, ratio, 1.0) ** (0.5 * strength), zero_gain)
+    gain = torch.where(variance > eps, gain, 1.0)
     scaled = centred * gain + mean
     if frame_mask is not None:
         scaled = torch.where(frame_mask[..., None].bool(), scaled, x)

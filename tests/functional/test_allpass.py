@@ -604,3 +604,16 @@ def test_float32_audio_near_the_unit_circle_matches_float64_scipy():
     sos = sos[0].numpy()
     ref = scipy.signal.sosfilt(sos / sos[:, 3:4], x[0, 0].double().numpy())
     assert np.abs(y[0, 0].double().numpy() - ref).max() / np.abs(ref).max() < 1e-6
+
+
+def test_nyquist_given_in_float32_is_accepted_and_matches_float64():
+    # sample_rate / 2 rounds up in float32 at this rate (issue 20's fuzz): still [0, fs/2].
+    sr = 65536.98046875
+    x = torch.randn(1, 1, 256, dtype=torch.float64)
+    f32 = torch.tensor([[sr / 2]], dtype=torch.float32)
+    assert float(f32) > sr / 2
+    y = allpass_cascade(x, sr, "second_order", pole_radius=0.5, freq_hz=f32)
+    expected = allpass_cascade(x, sr, "second_order", pole_radius=0.5, freq_hz=sr / 2)
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="freq_hz"):  # a real excess is still refused
+        allpass_cascade(x, sr, "second_order", pole_radius=0.5, freq_hz=sr / 2 * (1 + 1e-4))

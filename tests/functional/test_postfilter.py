@@ -70,3 +70,14 @@ def test_moving_average_matches_scipy(width):
     np.testing.assert_allclose(got, expected, atol=1e-12)
     constant = torch.full((1, 40), 3.0)
     torch.testing.assert_close(moving_average(constant, width), constant)
+
+
+def test_zero_global_variance_flattens_with_a_finite_gradient():
+    # (gv / var) ** (s / 2) at gv = 0 has an infinite derivative; 0 x inf was a NaN gradient.
+    x = torch.randn(2, 30, 3, dtype=torch.float64, requires_grad=True)
+    gv = torch.tensor([0.0, 1.0, 4.0], dtype=torch.float64)
+    y = variance_scaling(x, gv, strength=1.0)
+    torch.testing.assert_close(y[..., 0], x[..., 0].mean(-1, keepdim=True).expand(2, 30))
+    torch.testing.assert_close(y[..., 1:].var(-2, unbiased=False), gv[1:].expand(2, 2))
+    y.sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
