@@ -32,9 +32,8 @@ import report  # noqa: E402
 
 SECTION = "fuzz"
 STAT_HEADER = re.compile(r"^(tests/property/\S+::\S+):\s*$")
-STAT_COUNTS = re.compile(
-    r"(\d+) passing examples?, (\d+) failing examples?, (\d+) invalid examples?"
-)
+# hypothesis 6.1xx: "5 passing, 0 failing, and 0 invalid test cases" (older: "... examples")
+STAT_COUNTS = re.compile(r"(\d+) passing\D+?(\d+) failing\D+?(\d+) invalid")
 
 
 def parse_statistics(output: str) -> dict[str, list[int]]:

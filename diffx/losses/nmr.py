@@ -509,15 +509,33 @@ class _EarModel(nn.Module):
             )
         lead = pred.shape[:-1]
         dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
+        if dtype == torch.float32 and _peak(pred, target) > FLOAT32_SAFE_PEAK:
+            dtype = torch.float64  # float32 band powers would overflow (inf / inf = NaN)
+        out_dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
         pred = pred.reshape(-1, pred.shape[-1]).to(dtype)
         target = target.reshape(-1, target.shape[-1]).to(dtype)
+        return self._nmr(pred, target, max_direct_bytes, block_bytes).to(out_dtype).reshape(lead)
+
+    def _nmr(self, pred, target, max_direct_bytes, block_bytes) -> torch.Tensor:
+        """Linear NMR ``(rows,)`` of ``(rows, samples)`` signals in their dtype."""
+        dtype = pred.dtype
         framing = Framing(self.n_fft, self.hop_length)
         frames = framing.frames(pred.shape[-1])
         per_frame = self.bytes_per_frame(dtype)
         if pred.shape[0] * frames * per_frame <= max_direct_bytes:
-            return self._noise_to_mask(pred, target).mean(dim=(-2, -1)).reshape(lead)
+            return self._noise_to_mask(pred, target).mean(dim=(-2, -1))
         sums = framewise_sums(self._block_sums, pred, target, framing, per_frame, block_bytes)
-        return (sums[:, 0] / (frames * self.grouping.shape[-1])).reshape(lead)
+        return sums[:, 0] / (frames * self.grouping.shape[-1])
+
+
+#: Largest peak amplitude of float32 input whose NMR is computed in float32. A band's power
+#: sums up to ~1000 bins of (peak x n_fft)^2: at 1e9 (180 dBFS) that is about 4e27, far
+#: inside float32's 3.4e38; louder input is computed in float64 and the result cast back.
+FLOAT32_SAFE_PEAK = 1e9
+
+
+def _peak(*signals: torch.Tensor) -> float:
+    return max(float(s.detach().abs().max()) for s in signals)
 
 
 @functools.lru_cache(maxsize=8)

@@ -256,3 +256,14 @@ def test_bad_input_is_named():
         NMRLoss(SR, reduction="avg")
     with pytest.raises(ValueError, match="channels"):
         loss(torch.zeros(4096), torch.zeros(4096))
+
+
+def test_float32_input_far_above_full_scale_is_finite_and_matches_float64():
+    # Issue 20's fuzz: silence against a 300 dB square wave overflowed float32 band powers.
+    target = 1e15 * torch.sign(torch.sin(torch.arange(4096) / 5.0 + 0.1)).reshape(1, 1, -1)
+    pred = torch.zeros_like(target)
+    loss = NMRLoss(44100)
+    value = loss(pred.float(), target.float())
+    assert value.dtype == torch.float32 and bool(torch.isfinite(value))
+    torch.testing.assert_close(value.double(), loss(pred.double(), target.double()), rtol=1e-5,
+                               atol=0)  # fmt: skip
