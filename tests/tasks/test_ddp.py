@@ -1,5 +1,6 @@
-"""DDP on two CPU processes: disjoint training shards, identical weights on both ranks, and
-validation metrics that are exact over the held-out set (no item padded in twice)."""
+"""DDP on two CPU processes: disjoint training shards, identical weights on both ranks, the
+weights of one process trained with the same global batch, and validation metrics that are
+exact over the held-out set (no item padded in twice)."""
 
 import json
 import math
@@ -75,6 +76,29 @@ def test_ddp_two_cpu_processes_agree_and_validate_exactly(tmp_path):
     assert len(seen[0]) == len(seen[1]) == 16 and not seen[0] & seen[1], seen
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert (tmp_path / "quickstart_lstm" / "model.json").is_file()
+
+    # One process with the global batch of 8 sees the same items per step (the two shards
+    # of a step are the even and odd places of the same 8) and ends with the same weights, up
+    # to the order of the float32 gradient sums.
+    single = tmp_path / "single"
+    single.mkdir()
+    probe["init_args"]["out_dir"] = str(single / "probe")
+    alone_fit = _run(
+        _command(
+            "fit",
+            single,
+            "--trainer.max_steps=8",
+            "--trainer.val_check_interval=4",
+            "--data.init_args.batch_size=8",
+            f"--trainer.callbacks+={json.dumps(probe)}",
+        ),
+        single,
+    )
+    assert alone_fit.returncode == 0, alone_fit.stderr[-3000:]
+    one = json.loads((single / "probe" / "rank0.json").read_text())
+    assert set(one["indices"]) == seen[0] | seen[1]
+    for a, b in zip(one["weights"], ranks[0]["weights"], strict=True):
+        assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), (a, b)
 
     # The same weights validated in one process: the same metrics, up to the order of the
     # float32 sums (the processes' partial sums are added last).
