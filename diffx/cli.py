@@ -268,6 +268,10 @@ def _build_cli(args: list[str] | None, run: bool = True):
                 if isinstance(callback, ModelCheckpoint):
                     found |= callback._find_last_checkpoints(self.trainer)
             if found:
+                # A damaged file (a full disk, a copy cut short) named here in one line; a kill
+                # cannot leave one (writes are atomic: diffx.tasks.checkpoint).
+                for path in sorted(found):
+                    check_checkpoint(path, "--ckpt_path last")
                 return
             where = f"under {self.trainer.log_dir}" if self.trainer.log_dir else "for this run"
             if self.subcommand != "fit":

@@ -362,6 +362,25 @@ def test_ckpt_path_last_without_a_checkpoint_is_one_line_for_fit(tmp_path, capsy
     assert 'ckpt_path="last") is set' not in err  # Lightning's two-line warning is not repeated
 
 
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_a_damaged_last_checkpoint_is_named_for_ckpt_path_last(
+    subcommand, bad, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    last = tmp_path / "logs" / "quickstart" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(bad["truncated_ckpt"].read_bytes())
+    line = assert_refused(
+        [subcommand, f"--config={PHASE_CONFIG}", "--ckpt_path=last",
+         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+         "--trainer.enable_progress_bar=false"],  # fmt: skip
+        last,
+        tmp_path,
+        capsys,
+    )
+    assert "--ckpt_path last" in line
+
+
 def test_jsonargparse_reports_are_summarized_to_one_line():
     nested = """Parser key "data":
   Does not validate against any of the Union subtypes
