@@ -142,29 +142,27 @@ class AudioTask(pl.LightningModule):
         the means are over all of them (called at the end of a validation or test epoch, on
         every process: a collective)."""
         sums = self._evaluation_sums
-        names = sorted(set().union(*all_gather_objects(sorted(sums))))
-        if not names:
-            return
-        totals = torch.tensor(
-            [sums.get(name, [0.0, 0.0])[:2] for name in names], dtype=torch.float64
+        totals = self.sum_over_processes(
+            {(name, part): sums[name][i] for name in sums for i, part in enumerate(("sum", "n"))}
         )
-        totals = sum_over_processes(totals, self.device)
-        for name, (total, count) in zip(names, totals.tolist()):
+        for name in sorted({name for name, _ in totals}):
             options = sums[name][2] if name in sums else {}
+            mean = totals[name, "sum"] / max(totals[name, "n"], 1.0)
             # Every process logs the same value; "max" over processes keeps it exact (an
             # average over 3 processes of 3 equal floats need not give that float back).
-            super().log(
-                name, total / max(count, 1.0), sync_dist=True, reduce_fx="max", **options
-            )
+            super().log(name, mean, sync_dist=True, reduce_fx="max", **options)
         sums.clear()
 
-    def sum_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+    def sum_over_processes(self, values: dict) -> dict:
         """``values`` (e.g. error sums accumulated over this process's share of an
-        evaluation) summed over the DDP processes, name by name (a name missing on a process
-        counts 0 there); unchanged in one process. Call it on every process."""
+        evaluation) summed over the DDP processes, key by key (sortable, picklable keys; a key
+        missing on a process counts 0 there); unchanged in one process. Call it on every
+        process."""
         if self._trainer is None or self.trainer.world_size <= 1:
             return dict(values)
         names = sorted(set().union(*all_gather_objects(sorted(values))))
+        if not names:  # the same on every process: no collective to run
+            return {}
         totals = torch.tensor([float(values.get(n, 0.0)) for n in names], dtype=torch.float64)
         return dict(zip(names, sum_over_processes(totals, self.device).tolist()))
 
