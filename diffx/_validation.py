@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 
 
@@ -101,6 +102,16 @@ def check_sample_rate(sample_rate: float, name: str = "sample_rate") -> float:
     if not (sr > 0 and sr < float("inf")):
         raise ValueError(f"{name} must be a positive finite number in Hz, got {sample_rate!r}")
     return sr
+
+
+def check_integer_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
+    """Return ``sample_rate`` as a Python int > 0 (Hz), or raise ``ValueError`` naming it
+    (audio files and polyphase resampling need whole rates)."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate}")
+    return int(sample_rate)
 
 
 def check_integer(value: int, name: str, minimum: int = 0) -> int:

@@ -218,11 +218,11 @@ def demo_aliasing(out: Path, seconds: float) -> list[Path]:
     """Aliasing of a distortion measured as Carson et al. do: NMR-S over the chromatic set."""
     from diffx.analysis import (
         AUDIBILITY_NMR_DB,
-        Oversampled,
         aliasing_metrics,
         chromatic_test_set,
     )
     from diffx.losses import noise_to_mask_ratio
+    from diffx.nn import Oversampled
 
     plt = _figure()
     tones = chromatic_test_set(SAMPLE_RATE, levels_dbfs=(-6.0,))

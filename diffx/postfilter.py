@@ -34,7 +34,8 @@ from diffx._errors import (
     read_user_audio,
     report,
 )
-from diffx.analysis.acoustic import StreamLayout, WorldSettings, world_analysis, world_synthesis
+from diffx.analysis.acoustic import WorldSettings, world_analysis, world_synthesis
+from diffx.functional.postfilter import StreamLayout
 from diffx.nn.postfilter import GVPostFilter, MultiStreamPostFilter
 
 MERGE_TOLERANCE = 1e-5
@@ -217,7 +218,9 @@ def _gv(args) -> int:
     if not Path(args.natural).is_dir():
         raise UserError(f"--natural {args.natural}: no such folder")
     layout = StreamLayout.from_dict(args.streams) if args.streams else None
-    gv = GVPostFilter.from_folder(
+    from diffx.data.postfilter import gv_postfilter_from_folder
+
+    gv = gv_postfilter_from_folder(
         args.natural,
         layout,
         _parse_streams(args.stream or ["mgc:2"]),

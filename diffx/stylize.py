@@ -138,7 +138,8 @@ def stylize(
     Returns:
         ``(name, physical value, unit)`` of every parameter used, in chain order.
     """
-    from diffx.io.audio import resample, save_audio
+    from diffx.functional.resampling import resample
+    from diffx.io.audio import save_audio
 
     # Everything the user named is checked before the model is built (seconds) and before
     # anything is written.

@@ -9,7 +9,7 @@ that :func:`diffx.io.load_model` reads (NAM ``.nam`` or GuitarML / Proteus ``.js
 Rows: ``teacher``, ``teacher_2x`` (the teacher at ``--oversampling`` times its rate),
 ``student`` and, with ``--student-oversampled``, ``student_2x``. Oversampling runs the model
 at ``L * fs`` between an FFT upsampler and downsampler (ideal band limit;
-:class:`diffx.analysis.Oversampled`) after adapting it to the higher rate with
+:class:`diffx.nn.Oversampled`) after adapting it to the higher rate with
 :func:`diffx.nn.oversample.adapt_to_rate`: an LSTM by the delay-line method of Carson et al.
 (DAFx 2024), a WaveNet/TCN by multiplying its dilations by ``L``, as the paper does.
 
@@ -71,7 +71,6 @@ from diffx._validation import check_sample_rate
 from diffx.analysis import (
     AUDIBILITY_NMR_DB,
     AliasingReport,
-    Oversampled,
     ToneSet,
     aliasing_metrics,
     bandlimit,
@@ -86,7 +85,7 @@ from diffx.io.guitarml import GUITARML_SAMPLE_RATE
 from diffx.io.models import load_model, save_model
 from diffx.losses import MultiResolutionSTFTLoss, make_pre_emphasis
 from diffx.losses.time_domain import esr
-from diffx.nn import adapt_to_rate
+from diffx.nn import Oversampled, adapt_to_rate
 from diffx.nn.lstm import LSTMAmp
 
 #: Demo clips of the real-audio comparison: the real electric guitar and the finger bass.

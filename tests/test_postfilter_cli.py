@@ -4,8 +4,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from diffx.analysis.acoustic import StreamLayout, WorldSettings, world_analysis
+from diffx.analysis.acoustic import WorldSettings, world_analysis
 from diffx.cli import main
+from diffx.functional.postfilter import StreamLayout
 from diffx.nn import Conv2dPostFilter, GVPostFilter, MultiStreamPostFilter
 from diffx.postfilter import enhance_features, load_postfilter, save_postfilter
 from tests.data.test_postfilter import LAYOUT, write_pairs

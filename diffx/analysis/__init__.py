@@ -1,10 +1,8 @@
 """Measurements of audio models: harmonic analysis of tone responses, the aliasing metrics of
-Carson et al. (DAFx 2025), their test tones, FFT-domain oversampling, and plots."""
+Carson et al. (DAFx 2025), their test tones, and plots."""
 
 from diffx.analysis.acoustic import (
-    StreamLayout,
     WorldSettings,
-    global_variance,
     gv_ratio_db,
     mel_cepstral_distortion_db,
     modulation_spectrum_distance_db,
@@ -27,7 +25,6 @@ from diffx.analysis.metrics import (
     harmonic_esr,
     self_metrics,
 )
-from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
 from diffx.analysis.plots import (
     plot_aliasing_metrics,
     plot_spectra,
@@ -51,9 +48,7 @@ from diffx.analysis.tones import (
 )
 
 __all__ = [
-    "StreamLayout",
     "WorldSettings",
-    "global_variance",
     "gv_ratio_db",
     "mel_cepstral_distortion_db",
     "modulation_spectrum_distance_db",
@@ -62,7 +57,6 @@ __all__ = [
     "AUDIBILITY_NMR_DB",
     "AliasingReport",
     "HarmonicAnalysis",
-    "Oversampled",
     "SineToneDataset",
     "ToneSet",
     "aliasing_metrics",
@@ -72,8 +66,6 @@ __all__ = [
     "chromatic_test_set",
     "comparison_metrics",
     "crest_factor_db",
-    "fft_downsample",
-    "fft_upsample",
     "harmonic_analysis",
     "harmonic_esr",
     "hz_to_midi",

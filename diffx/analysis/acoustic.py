@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffx.functional.postfilter import StreamLayout, global_variance, masked_frames
+
 WORLD_STREAMS = ("mgc", "lf0", "vuv", "bap")
 """The streams of :func:`world_analysis`, in the order NNSVS concatenates them."""
 
@@ -97,68 +99,6 @@ def import_world():
 
 # -- streams ----------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class StreamLayout:
-    """Names and sizes of the streams concatenated along the last axis of a feature array.
-
-    ``StreamLayout(("mgc", "lf0", "vuv", "bap"), (60, 1, 1, 1))`` describes NNSVS-style
-    ``(frames, 63)`` arrays; any ``[frames, dims]`` streams can be named.
-    """
-
-    names: tuple[str, ...]
-    sizes: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
-        if len(self.names) != len(self.sizes) or not self.names:
-            raise ValueError(f"stream names {self.names} and sizes {self.sizes} must pair up")
-        if len(set(self.names)) != len(self.names):
-            raise ValueError(f"stream names must be unique, got {self.names}")
-        if any(s < 1 for s in self.sizes):
-            raise ValueError(f"stream sizes must be positive, got {self.sizes}")
-
-    @classmethod
-    def from_dict(cls, sizes: dict[str, int]) -> StreamLayout:
-        return cls(tuple(sizes), tuple(sizes.values()))
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(zip(self.names, self.sizes))
-
-    @property
-    def dims(self) -> int:
-        return sum(self.sizes)
-
-    def span(self, name: str) -> slice:
-        """The slice of the last axis that holds stream ``name``."""
-        if name not in self.names:
-            raise KeyError(f"unknown stream {name!r}; the layout has {list(self.names)}")
-        start = sum(self.sizes[: self.names.index(name)])
-        return slice(start, start + self.sizes[self.names.index(name)])
-
-    def split(self, features):
-        """``{name: features[..., span]}`` for an array or tensor ``(..., dims)``."""
-        if features.shape[-1] != self.dims:
-            raise ValueError(
-                f"features have {features.shape[-1]} dims; the layout {self.to_dict()} "
-                f"needs {self.dims}"
-            )
-        return {name: features[..., self.span(name)] for name in self.names}
-
-    def voiced(self, features):
-        """Voiced-frame mask ``(...)`` of an array or tensor ``(..., dims)``: its ``vuv``
-        stream above 0.5; ``None`` when the layout has no ``vuv`` stream."""
-        if "vuv" not in self.names:
-            return None
-        return features[..., self.span("vuv")][..., 0] > 0.5
-
-    def join(self, streams: dict[str, np.ndarray]) -> np.ndarray:
-        """Concatenate ``streams`` (every name of the layout, each ``(frames, size)``)."""
-        missing = [n for n in self.names if n not in streams]
-        if missing:
-            raise KeyError(f"streams {missing} are missing")
-        return np.concatenate([np.asarray(streams[n], np.float32) for n in self.names], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -359,43 +299,6 @@ def mgc_to_log_spectrum_db(mgc: np.ndarray, settings: WorldSettings) -> np.ndarr
 # -- measures ---------------------------------------------------------------------------------
 
 
-def _masked(features: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"features must be (frames, dims), got {features.shape}")
-    if mask is None:
-        return features
-    mask = np.asarray(mask, dtype=bool).reshape(-1)
-    if mask.shape[0] != features.shape[0]:
-        raise ValueError(f"mask has {mask.shape[0]} frames, features {features.shape[0]}")
-    return features[mask]
-
-
-def utterance_variance(features: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """GV of one utterance: per-dimension variance ``(dims,)`` over its (masked) frames;
-    NaN when fewer than 2 frames remain."""
-    frames = _masked(features, mask)
-    if frames.shape[0] < 2:
-        return np.full(frames.shape[1], np.nan)
-    return frames.var(axis=0)
-
-
-def global_variance(
-    utterances: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None
-) -> np.ndarray:
-    """The global variance ``(dims,)``: the mean over utterances of each utterance's
-    per-dimension variance (Toda & Tokuda, 2007); utterances with under 2 frames are skipped.
-
-    Raises:
-        ValueError: no utterance with 2 or more (masked) frames.
-    """
-    masks = masks if masks is not None else [None] * len(utterances)
-    variances = [utterance_variance(u, m) for u, m in zip(utterances, masks)]
-    variances = [v for v in variances if np.all(np.isfinite(v))]
-    if not variances:
-        raise ValueError("global variance needs an utterance with at least 2 (masked) frames")
-    return np.mean(variances, axis=0)
-
 
 def gv_ratio_db(
     predicted: Sequence[np.ndarray],
@@ -415,7 +318,7 @@ def mel_cepstral_distortion_db(
     """Mean over (masked) frames of the mel-cepstral distortion in dB between two
     ``(frames, dims)`` mel-cepstra, over coefficients ``first`` and up (1: without the energy
     term ``c_0``, the usual choice)."""
-    pred, nat = _masked(predicted, mask), _masked(natural, mask)
+    pred, nat = masked_frames(predicted, mask), masked_frames(natural, mask)
     if pred.shape != nat.shape:
         raise ValueError(f"shapes differ: {pred.shape} vs {nat.shape}")
     if pred.shape[0] == 0:
@@ -430,7 +333,7 @@ def modulation_spectrum_db(
     """Modulation spectrum ``(segment_frames // 2 + 1, dims)`` in dB: per dimension, the power
     spectrum of the trajectory (mean removed per segment, Hann window), averaged over
     half-overlapping segments of ``segment_frames`` (one zero-padded segment if shorter)."""
-    x = _masked(features, None)
+    x = masked_frames(features, None)
     frames = x.shape[0]
     if frames < 2:
         raise ValueError("the modulation spectrum needs at least 2 frames")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from diffx._validation import check_finite
-from diffx.io.audio import resample
+from diffx.functional.resampling import resample
 from diffx.losses.filters import a_weighting_db
 
 DEFAULT_FRAME_RATE_HZ = 250

@@ -39,14 +39,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from diffx.analysis.acoustic import (
-    StreamLayout,
-    WorldSettings,
-    global_variance,
-    read_streams_json,
-    world_analysis,
-)
+from diffx.analysis.acoustic import WorldSettings, read_streams_json, world_analysis
 from diffx.data.sampling import ResumableDataModule, global_seed
+from diffx.functional.postfilter import StreamLayout, global_variance
+from diffx.nn.postfilter import GVPostFilter
 
 POSTFILTER_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "postfilter"
 TIMBRE_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "timbre"
@@ -110,6 +106,32 @@ def find_layout(folder: str | os.PathLike) -> tuple[StreamLayout, WorldSettings 
         f'no streams.json in {folder} or its parents: write one ({{"streams": {{"mgc": 60, '
         f"...}}}}) or pass stream sizes explicitly"
     )
+
+
+def gv_postfilter_from_folder(
+    folder: str | os.PathLike,
+    layout: StreamLayout | dict[str, int] | None = None,
+    streams: dict[str, int] | None = None,
+    strength: float = 1.0,
+    voiced_only: bool = True,
+) -> GVPostFilter:
+    """A :class:`~diffx.nn.GVPostFilter` with the global variance of every ``*.npy``
+    ``(frames, dims)`` in ``folder`` (natural features, e.g. an ``out_postfilter`` folder).
+    Without ``layout``, the ``streams.json`` in the folder or its two parents is read.
+
+    Raises:
+        FileNotFoundError: no ``.npy`` file in ``folder``, or no ``streams.json`` to read.
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise FileNotFoundError(f"no .npy features in {folder}")
+    if layout is None:
+        layout = find_layout(folder)[0]
+    elif isinstance(layout, dict):
+        layout = StreamLayout.from_dict(layout)
+    utterances = [read_features(f, layout.dims) for f in files]
+    return GVPostFilter.from_utterances(utterances, layout, streams, strength, voiced_only)
 
 
 def split_folder(root: Path, split: str) -> Path | None:

@@ -28,7 +28,14 @@ from diffx.functional.filters import (
     sos_frequency_response,
     sosfilt,
 )
-from diffx.functional.postfilter import moving_average, utterance_statistics, variance_scaling
+from diffx.functional.postfilter import (
+    StreamLayout,
+    global_variance,
+    moving_average,
+    utterance_statistics,
+    variance_scaling,
+)
+from diffx.functional.resampling import fft_downsample, fft_upsample, resample
 from diffx.functional.reverb import (
     band_masks,
     convolution_reverb,
@@ -40,6 +47,7 @@ from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_fram
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
 
 __all__ = [
+    "StreamLayout",
     "moving_average",
     "utterance_statistics",
     "variance_scaling",
@@ -63,9 +71,12 @@ __all__ = [
     "crossover_frequencies",
     "db_to_amplitude",
     "fft_convolve",
+    "fft_downsample",
+    "fft_upsample",
     "filtered_noise",
     "fractional_delay",
     "gain",
+    "global_variance",
     "hard_clip",
     "harmonic_synth",
     "noise_reverb",
@@ -73,6 +84,7 @@ __all__ = [
     "normalize_sos",
     "parametric_eq",
     "parametric_eq_sos",
+    "resample",
     "soft_clip",
     "sos_frequency_response",
     "sosfilt",

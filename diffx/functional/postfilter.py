@@ -1,10 +1,118 @@
-"""Post-filter math on feature trajectories ``(..., frames, dims)``: variance scaling toward a
-global variance, and the moving average that smooths a post-filter's noise at inference."""
+"""Post-filter math on feature trajectories ``(..., frames, dims)``: the layout of the streams
+in a feature array, the global variance (GV) of natural utterances, variance scaling toward it,
+and the moving average that smooths a post-filter's noise at inference."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """Names and sizes of the streams concatenated along the last axis of a feature array.
+
+    ``StreamLayout(("mgc", "lf0", "vuv", "bap"), (60, 1, 1, 1))`` describes NNSVS-style
+    ``(frames, 63)`` arrays; any ``[frames, dims]`` streams can be named.
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        if len(self.names) != len(self.sizes) or not self.names:
+            raise ValueError(f"stream names {self.names} and sizes {self.sizes} must pair up")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"stream names must be unique, got {self.names}")
+        if any(s < 1 for s in self.sizes):
+            raise ValueError(f"stream sizes must be positive, got {self.sizes}")
+
+    @classmethod
+    def from_dict(cls, sizes: dict[str, int]) -> StreamLayout:
+        return cls(tuple(sizes), tuple(sizes.values()))
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(zip(self.names, self.sizes))
+
+    @property
+    def dims(self) -> int:
+        return sum(self.sizes)
+
+    def span(self, name: str) -> slice:
+        """The slice of the last axis that holds stream ``name``."""
+        if name not in self.names:
+            raise KeyError(f"unknown stream {name!r}; the layout has {list(self.names)}")
+        start = sum(self.sizes[: self.names.index(name)])
+        return slice(start, start + self.sizes[self.names.index(name)])
+
+    def split(self, features):
+        """``{name: features[..., span]}`` for an array or tensor ``(..., dims)``."""
+        if features.shape[-1] != self.dims:
+            raise ValueError(
+                f"features have {features.shape[-1]} dims; the layout {self.to_dict()} "
+                f"needs {self.dims}"
+            )
+        return {name: features[..., self.span(name)] for name in self.names}
+
+    def voiced(self, features):
+        """Voiced-frame mask ``(...)`` of an array or tensor ``(..., dims)``: its ``vuv``
+        stream above 0.5; ``None`` when the layout has no ``vuv`` stream."""
+        if "vuv" not in self.names:
+            return None
+        return features[..., self.span("vuv")][..., 0] > 0.5
+
+    def join(self, streams: dict[str, np.ndarray]) -> np.ndarray:
+        """Concatenate ``streams`` (every name of the layout, each ``(frames, size)``)."""
+        missing = [n for n in self.names if n not in streams]
+        if missing:
+            raise KeyError(f"streams {missing} are missing")
+        return np.concatenate([np.asarray(streams[n], np.float32) for n in self.names], axis=-1)
+
+
+def masked_frames(features: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The frames of ``features (frames, dims)`` where ``mask (frames,)`` is true, as float64
+    (all of them without a mask)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (frames, dims), got {features.shape}")
+    if mask is None:
+        return features
+    mask = np.asarray(mask, dtype=bool).reshape(-1)
+    if mask.shape[0] != features.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} frames, features {features.shape[0]}")
+    return features[mask]
+
+
+def utterance_variance(features: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """GV of one utterance: per-dimension variance ``(dims,)`` over its (masked) frames;
+    NaN when fewer than 2 frames remain."""
+    frames = masked_frames(features, mask)
+    if frames.shape[0] < 2:
+        return np.full(frames.shape[1], np.nan)
+    return frames.var(axis=0)
+
+
+def global_variance(
+    utterances: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None
+) -> np.ndarray:
+    """The global variance ``(dims,)``: the mean over utterances of each utterance's
+    per-dimension variance (Toda & Tokuda, 2007); utterances with under 2 frames are skipped.
+
+    Raises:
+        ValueError: no utterance with 2 or more (masked) frames.
+    """
+    masks = masks if masks is not None else [None] * len(utterances)
+    variances = [utterance_variance(u, m) for u, m in zip(utterances, masks)]
+    variances = [v for v in variances if np.all(np.isfinite(v))]
+    if not variances:
+        raise ValueError("global variance needs an utterance with at least 2 (masked) frames")
+    return np.mean(variances, axis=0)
 
 
 def _frame_weights(features: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:

@@ -13,7 +13,6 @@ from diffx.io.audio import (
     demo_audio_files,
     load_audio,
     load_demo,
-    resample,
     save_audio,
 )
 from diffx.io.models import MODEL_SUFFIXES, load_model, save_model
@@ -29,7 +28,6 @@ __all__ = [
     "demo_audio_files",
     "load_audio",
     "load_demo",
-    "resample",
     "load_model",
     "save_audio",
     "save_model",

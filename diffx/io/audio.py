@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
+
+from diffx._validation import check_integer_sample_rate
+from diffx.functional.resampling import resample
 
 __all__ = [
     "DEMO_SAMPLE_RATES",
     "demo_audio_files",
     "load_audio",
     "load_demo",
-    "resample",
     "save_audio",
 ]
 
@@ -57,13 +58,6 @@ _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
 MAX_CHANNELS = 64
 
 
-def _check_sample_rate(sample_rate: object, name: str) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
-    if sample_rate <= 0:
-        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate}")
-    return int(sample_rate)
-
 
 def load_audio(
     path: str | os.PathLike,
@@ -92,7 +86,7 @@ def load_audio(
     """
     path = Path(path)
     if sample_rate is not None:
-        sample_rate = _check_sample_rate(sample_rate, "sample_rate")
+        sample_rate = check_integer_sample_rate(sample_rate, "sample_rate")
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
     if path.is_dir():
@@ -118,21 +112,6 @@ def load_audio(
     return torch.from_numpy(np.ascontiguousarray(audio)), int(out_rate)
 
 
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample ``audio (..., samples)`` from ``from_rate`` to ``to_rate`` Hz, as float64.
-
-    ``scipy.signal.resample_poly`` by the exact ratio reduced by the rates' greatest common
-    divisor; the output has ``ceil(samples * to_rate / from_rate)`` samples. The arithmetic is
-    float64, so the filter's taps and accumulation add no error above float32 rounding of the
-    result. Equal rates return a float64 copy.
-    """
-    from_rate = _check_sample_rate(from_rate, "from_rate")
-    to_rate = _check_sample_rate(to_rate, "to_rate")
-    audio = np.asarray(audio, dtype=np.float64)
-    if from_rate == to_rate:
-        return audio.copy()
-    g = math.gcd(to_rate, from_rate)
-    return resample_poly(audio, to_rate // g, from_rate // g, axis=-1)
 
 
 def save_audio(
@@ -170,7 +149,7 @@ def save_audio(
             the file.
     """
     path = Path(path)
-    sample_rate = _check_sample_rate(sample_rate, "sample_rate")
+    sample_rate = check_integer_sample_rate(sample_rate, "sample_rate")
     if isinstance(audio, torch.Tensor):
         array = audio.detach().cpu().to(torch.float64).numpy()
     else:

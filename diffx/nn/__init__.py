@@ -5,7 +5,7 @@ higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNe
 from diffx.nn.biasnet import BiasNet, SineMLP
 from diffx.nn.ddsp import DDSPDecoder
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
-from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
+from diffx.nn.oversample import DelayLineRNN, Oversampled, adapt_to_rate, dilate_wavenet
 from diffx.nn.postfilter import (
     Conv2dDiscriminator,
     Conv2dPostFilter,
@@ -30,6 +30,7 @@ __all__ = [
     "TCNEncoder",
     "UNIT_TYPES",
     "DelayLineRNN",
+    "Oversampled",
     "LSTMAmp",
     "LayerArrayConfig",
     "WaveNet",

@@ -27,8 +27,7 @@ Both are exact in one sense the tests check: on an input whose every ``L``-th sa
 original signal (any upsampling that keeps the original samples, e.g. FFT or zero-stuffing),
 the outputs at ``0, L, 2L, ...`` are the base-rate model's outputs on the original signal.
 
-Resampling is not done here (``nn`` sits below ``analysis`` and does not import it): a
-complete oversampled model is ``diffx.analysis.Oversampled(adapt_to_rate(model, L), L)``, which
+A complete oversampled model is ``Oversampled(adapt_to_rate(model, L), L)`` (below), which
 upsamples (FFT, ideal band limit), runs the adapted model at ``L * fs`` and downsamples, so the
 harmonics between ``fs / 2`` and ``L * fs / 2`` are removed instead of folding back.
 """
@@ -38,13 +37,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffx._validation import check_audio, check_integer
+from diffx.functional.resampling import _check_pad, _downsample, _upsample
 from diffx.nn.lstm import LSTMAmp
 from diffx.nn.wavenet import WaveNet
 
-__all__ = ["DelayLineRNN", "adapt_to_rate", "dilate_wavenet"]
+__all__ = ["DelayLineRNN", "Oversampled", "adapt_to_rate", "dilate_wavenet"]
 
 
 def _check_factor(factor: int) -> int:
@@ -197,7 +198,7 @@ def adapt_to_rate(model: nn.Module, factor: int) -> nn.Module:
         ValueError: an unsupported model type, a conditioned model, or a bad ``factor``.
 
     Example:
-        >>> from diffx.analysis import Oversampled
+        >>> from diffx.nn import Oversampled
         >>> amp = LSTMAmp(hidden_size=8, sample_rate=44100)
         >>> amp_2x = Oversampled(adapt_to_rate(amp, 2), 2)  # (B, 1, T) at 44.1 kHz in and out
     """
@@ -209,3 +210,81 @@ def adapt_to_rate(model: nn.Module, factor: int) -> nn.Module:
         f"cannot run a {type(model).__name__} at a multiple of its rate: supported models are "
         "diffx.nn.LSTMAmp (delay-line method) and diffx.nn.WaveNet (dilations scaled)"
     )
+
+
+class Oversampled(nn.Module):
+    """Run any audio model at ``factor`` times the sample rate to reduce its aliasing.
+
+    ``forward`` upsamples the input with ``fft_upsample``, calls the model, and brings the
+    result back with ``fft_downsample``. Harmonics the model creates between the original
+    Nyquist frequency and ``factor`` times it no longer fold back; they are removed by the
+    brick-wall downsampler. Only harmonics above ``factor·fs/2`` still alias.
+
+    The wrapped model is a registered submodule, so its parameters appear in
+    ``Oversampled(...).parameters()`` and train through the wrapper (FFT resampling is linear
+    and differentiable). The model sees the signal at the higher rate: a model whose behaviour
+    depends on the sample rate (filters, recurrent networks trained at ``fs``) is then a
+    different system. Pass it any sample-rate argument it needs at ``factor`` times the rate
+    through ``forward``'s extra arguments, which go to the model unchanged. The model must
+    return as many samples as it receives (a "valid" convolution that shortens the signal is
+    refused, since the output could no longer be aligned with the input).
+
+    Args:
+        model: module mapping ``(batch, channels, samples)`` to ``(batch, channels_out,
+            samples)`` at the oversampled rate.
+        factor: integer oversampling factor ``L >= 1`` (1 runs the model at the original rate).
+        pad_samples: zeros appended to the input at the original rate before upsampling; the
+            model runs over them and they are cropped from the output, so the model's ring-out
+            does not wrap round onto the start (see the module docstring). Use at least the
+            model's decay time in samples when it has memory.
+
+    Example:
+        >>> drive = Oversampled(nn.Tanh(), factor=8)
+        >>> drive(torch.zeros(2, 1, 441)).shape  # (batch, channels, samples) at fs
+        torch.Size([2, 1, 441])
+    """
+
+    def __init__(self, model: nn.Module, factor: int, pad_samples: int = 0) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.factor = _check_factor(factor)
+        self.pad_samples = _check_pad(pad_samples)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, pad_samples={self.pad_samples}"
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Apply the model at ``factor`` times the sample rate.
+
+        Args:
+            x: ``(batch, channels, samples)`` audio at the original rate, float32 or float64.
+            *args, **kwargs: passed to the model unchanged (e.g. ``(batch,)`` parameters).
+
+        Returns:
+            ``(batch, channels_out, samples)`` at the original rate.
+
+        Raises:
+            ValueError: ``x`` not finite ``(batch, channels, samples)`` audio, or the model's
+                output not a floating-point tensor of ``factor * (samples + pad_samples)``
+                samples.
+        """
+        check_audio(x, "x")
+        B, C, T = x.shape  # batch, channels, samples
+        n_pad = T + self.pad_samples
+        padded = F.pad(x, (0, self.pad_samples)) if self.pad_samples else x
+        y = self.model(_upsample(padded, self.factor), *args, **kwargs)
+        expected = self.factor * n_pad
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            raise ValueError(
+                f"model must return a floating-point tensor, got {type(y).__name__}"
+                + (f" of dtype {y.dtype}" if isinstance(y, torch.Tensor) else "")
+            )
+        if y.dim() < 1 or y.shape[-1] != expected:
+            raise ValueError(
+                f"model output has shape {tuple(y.shape)}, expected {expected} samples "
+                f"(factor {self.factor} x {n_pad} input samples): Oversampled needs a model "
+                f"that preserves the signal length"
+            )
+        return _downsample(y, self.factor)[..., :T]

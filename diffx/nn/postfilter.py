@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from diffx.analysis.acoustic import StreamLayout, global_variance
-from diffx.functional.postfilter import moving_average, variance_scaling
+from diffx.functional.postfilter import (
+    StreamLayout,
+    global_variance,
+    moving_average,
+    variance_scaling,
+)
 
 NOISE_TYPES = ("frame_wise", "bin_wise")
 
@@ -306,35 +309,13 @@ class GVPostFilter(nn.Module):
         voiced_only: bool = True,
     ) -> GVPostFilter:
         """Statistics from natural ``(frames, dims)`` utterances (see
-        :func:`diffx.analysis.acoustic.global_variance`)."""
+        :func:`diffx.functional.global_variance`)."""
         layout = _as_layout(layout)
         masks = None
         if voiced_only and "vuv" in layout.names:
             masks = [layout.voiced(np.asarray(u)) for u in utterances]
         gv = global_variance(utterances, masks)
         return cls(gv, layout, streams, strength, voiced_only)
-
-    @classmethod
-    def from_folder(
-        cls,
-        folder: str | os.PathLike,
-        layout: StreamLayout | dict[str, int] | None = None,
-        streams: dict[str, int] | None = None,
-        strength: float = 1.0,
-        voiced_only: bool = True,
-    ) -> GVPostFilter:
-        """Statistics from every ``*.npy`` ``(frames, dims)`` in ``folder`` (natural features,
-        e.g. an ``out_postfilter`` folder). Without ``layout``, the ``streams.json`` in the
-        folder or its two parents is read."""
-        from diffx.data.postfilter import find_layout, read_features
-
-        folder = Path(folder)
-        files = sorted(folder.glob("*.npy"))
-        if not files:
-            raise FileNotFoundError(f"no .npy features in {folder}")
-        layout = _as_layout(layout) if layout is not None else find_layout(folder)[0]
-        utterances = [read_features(f, layout.dims) for f in files]
-        return cls.from_utterances(utterances, layout, streams, strength, voiced_only)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the statistics and settings as ``.npz``."""

@@ -47,7 +47,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffx.analysis.acoustic import (
-    StreamLayout,
     WorldSettings,
     gv_ratio_db,
     mel_cepstral_distortion_db,
@@ -57,6 +56,7 @@ from diffx.analysis.acoustic import (
 )
 from diffx.analysis.plots import plot_postfilter
 from diffx.data.postfilter import FeatureScaler
+from diffx.functional.postfilter import StreamLayout
 from diffx.nn.postfilter import (
     Conv2dDiscriminator,
     Conv2dPostFilter,

@@ -8,9 +8,7 @@ from scipy import signal
 
 from diffx.analysis.acoustic import (
     MCD_FACTOR_DB,
-    StreamLayout,
     WorldSettings,
-    global_variance,
     gv_ratio_db,
     import_world,
     interpolate_log_f0,
@@ -21,6 +19,7 @@ from diffx.analysis.acoustic import (
     world_analysis,
     world_synthesis,
 )
+from diffx.functional.postfilter import StreamLayout, global_variance
 
 
 def test_mcd_equals_rms_log_spectral_distance_without_warping():

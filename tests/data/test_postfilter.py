@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffx.analysis.acoustic import StreamLayout, WorldSettings
+from diffx.analysis.acoustic import WorldSettings
 from diffx.data.postfilter import (
     FeatureScaler,
     PostFilterDataModule,
@@ -15,6 +15,7 @@ from diffx.data.postfilter import (
     read_features,
     shipped_pairs,
 )
+from diffx.functional.postfilter import StreamLayout
 
 LAYOUT = StreamLayout(("mgc", "lf0", "vuv", "bap"), (6, 1, 1, 1))
 

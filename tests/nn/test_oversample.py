@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffx.analysis.oversampling import Oversampled
 from diffx.nn.lstm import LSTMAmp
-from diffx.nn.oversample import DelayLineRNN, adapt_to_rate, dilate_wavenet
+from diffx.nn.oversample import DelayLineRNN, Oversampled, adapt_to_rate, dilate_wavenet
 from diffx.nn.wavenet import WaveNet
 
 # Two arrays, uneven dilations, a gated array and a head bias; head kernels of 1 (NAM presets).

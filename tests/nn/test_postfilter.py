@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffx.analysis.acoustic import StreamLayout, gv_ratio_db
+from diffx.analysis.acoustic import gv_ratio_db
 from diffx.functional import moving_average
+from diffx.functional.postfilter import StreamLayout
 from diffx.nn import Conv2dDiscriminator, Conv2dPostFilter, GVPostFilter, MultiStreamPostFilter
 from diffx.postfilter import merge_postfilters
 

@@ -1,4 +1,4 @@
-"""Tests for diffx.analysis.oversampling: FFT-domain resampling and the Oversampled wrapper.
+"""Tests for diffx.functional.resampling (FFT-domain resampling) and diffx.nn.Oversampled.
 
 Oracles: scipy.signal.resample (an independent FFT resampler with the same Nyquist-bin rules),
 analytic band-limited sinusoids, and the analytic Fourier series of a hard-clipped sine, from
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffx.analysis.oversampling import Oversampled, fft_downsample, fft_upsample
+from diffx.functional import fft_downsample, fft_upsample
+from diffx.nn import Oversampled
 from tests.conftest import requires_cuda
 
 FACTORS = [2, 3, 4, 8]

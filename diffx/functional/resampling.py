@@ -1,9 +1,10 @@
-"""Integer-factor oversampling by FFT-domain resampling, and a wrapper that runs a model at L·fs.
+"""Resampling: integer-factor FFT-domain up/down-sampling, and rational-ratio polyphase resampling.
 
 A nonlinear model (a clipper, an LSTM or WaveNet amp model) creates harmonics above its Nyquist
 frequency that fold back as aliases. Running it at ``L`` times the sample rate moves Nyquist up
 by ``L``, so fewer harmonics fold, and those that land between ``fs/2`` and ``L·fs/2`` are
-removed when the output is brought back to ``fs``.
+removed when the output is brought back to ``fs`` (:class:`diffx.nn.Oversampled` does this
+around any model).
 
 The resampler follows V. Välimäki and S. Bilbao, "Giant FFTs for sample-rate conversion",
 J. Audio Eng. Soc. 71(3), 2023: take one FFT of the whole signal, zero-pad the spectrum
@@ -24,10 +25,13 @@ resampled signal near the end is interpolated towards the *beginning* of the sig
 versa). For a signal holding a whole number of periods this is exact; for a signal that does
 not end where it starts, the jump from the last sample to the first rings (the Gibbs
 phenomenon) into both ends. ``pad_samples`` appends zeros before the FFT, so the signal is
-treated as followed by that much silence instead of by its own beginning; in ``Oversampled``
-the model also runs over the padding, so its ring-out (the transient a model with memory emits
-after the input stops) lands in the padding, which is cropped, instead of wrapping round onto
-the first samples of the output.
+treated as followed by that much silence instead of by its own beginning; in
+:class:`diffx.nn.Oversampled` the model also runs over the padding, so its ring-out (the
+transient a model with memory emits after the input stops) lands in the padding, which is
+cropped, instead of wrapping round onto the first samples of the output.
+
+``resample`` converts between any two integer rates (files read at another rate) with
+``scipy.signal.resample_poly`` by the exact rational ratio, a windowed-sinc polyphase filter.
 
 The FFT resampler is non-causal and needs the whole signal at once: it suits offline rendering
 and training on fixed-length segments, not block-wise streaming.
@@ -37,13 +41,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from scipy.signal import resample_poly
 
-from diffx._validation import check_audio, check_integer
+from diffx._validation import check_audio, check_integer, check_integer_sample_rate
 
-__all__ = ["Oversampled", "fft_downsample", "fft_upsample"]
+__all__ = ["fft_downsample", "fft_upsample", "resample"]
 
 
 def _check_factor(factor: int, name: str = "factor") -> int:
@@ -54,6 +59,7 @@ def _check_factor(factor: int, name: str = "factor") -> int:
 def _check_pad(pad_samples: int, name: str = "pad_samples") -> int:
     """Return ``pad_samples`` as a Python int >= 0, or raise ``ValueError`` naming it."""
     return check_integer(pad_samples, name, minimum=0)
+
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -162,79 +168,18 @@ def fft_downsample(x: torch.Tensor, factor: int, pad_samples: int = 0) -> torch.
     return _downsample(x, factor)
 
 
-class Oversampled(nn.Module):
-    """Run any audio model at ``factor`` times the sample rate to reduce its aliasing.
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample ``audio (..., samples)`` from ``from_rate`` to ``to_rate`` Hz, as float64.
 
-    ``forward`` upsamples the input with ``fft_upsample``, calls the model, and brings the
-    result back with ``fft_downsample``. Harmonics the model creates between the original
-    Nyquist frequency and ``factor`` times it no longer fold back; they are removed by the
-    brick-wall downsampler. Only harmonics above ``factor·fs/2`` still alias.
-
-    The wrapped model is a registered submodule, so its parameters appear in
-    ``Oversampled(...).parameters()`` and train through the wrapper (FFT resampling is linear
-    and differentiable). The model sees the signal at the higher rate: a model whose behaviour
-    depends on the sample rate (filters, recurrent networks trained at ``fs``) is then a
-    different system. Pass it any sample-rate argument it needs at ``factor`` times the rate
-    through ``forward``'s extra arguments, which go to the model unchanged. The model must
-    return as many samples as it receives (a "valid" convolution that shortens the signal is
-    refused, since the output could no longer be aligned with the input).
-
-    Args:
-        model: module mapping ``(batch, channels, samples)`` to ``(batch, channels_out,
-            samples)`` at the oversampled rate.
-        factor: integer oversampling factor ``L >= 1`` (1 runs the model at the original rate).
-        pad_samples: zeros appended to the input at the original rate before upsampling; the
-            model runs over them and they are cropped from the output, so the model's ring-out
-            does not wrap round onto the start (see the module docstring). Use at least the
-            model's decay time in samples when it has memory.
-
-    Example:
-        >>> drive = Oversampled(nn.Tanh(), factor=8)
-        >>> drive(torch.zeros(2, 1, 441)).shape  # (batch, channels, samples) at fs
-        torch.Size([2, 1, 441])
+    ``scipy.signal.resample_poly`` by the exact ratio reduced by the rates' greatest common
+    divisor; the output has ``ceil(samples * to_rate / from_rate)`` samples. The arithmetic is
+    float64, so the filter's taps and accumulation add no error above float32 rounding of the
+    result. Equal rates return a float64 copy.
     """
-
-    def __init__(self, model: nn.Module, factor: int, pad_samples: int = 0) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.factor = _check_factor(factor)
-        self.pad_samples = _check_pad(pad_samples)
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}, pad_samples={self.pad_samples}"
-
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """Apply the model at ``factor`` times the sample rate.
-
-        Args:
-            x: ``(batch, channels, samples)`` audio at the original rate, float32 or float64.
-            *args, **kwargs: passed to the model unchanged (e.g. ``(batch,)`` parameters).
-
-        Returns:
-            ``(batch, channels_out, samples)`` at the original rate.
-
-        Raises:
-            ValueError: ``x`` not finite ``(batch, channels, samples)`` audio, or the model's
-                output not a floating-point tensor of ``factor * (samples + pad_samples)``
-                samples.
-        """
-        check_audio(x, "x")
-        B, C, T = x.shape  # batch, channels, samples
-        n_pad = T + self.pad_samples
-        padded = F.pad(x, (0, self.pad_samples)) if self.pad_samples else x
-        y = self.model(_upsample(padded, self.factor), *args, **kwargs)
-        expected = self.factor * n_pad
-        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
-            raise ValueError(
-                f"model must return a floating-point tensor, got {type(y).__name__}"
-                + (f" of dtype {y.dtype}" if isinstance(y, torch.Tensor) else "")
-            )
-        if y.dim() < 1 or y.shape[-1] != expected:
-            raise ValueError(
-                f"model output has shape {tuple(y.shape)}, expected {expected} samples "
-                f"(factor {self.factor} x {n_pad} input samples): Oversampled needs a model "
-                f"that preserves the signal length"
-            )
-        return _downsample(y, self.factor)[..., :T]
+    from_rate = check_integer_sample_rate(from_rate, "from_rate")
+    to_rate = check_integer_sample_rate(to_rate, "to_rate")
+    audio = np.asarray(audio, dtype=np.float64)
+    if from_rate == to_rate:
+        return audio.copy()
+    g = math.gcd(to_rate, from_rate)
+    return resample_poly(audio, to_rate // g, from_rate // g, axis=-1)
