@@ -49,12 +49,12 @@ sys.path.insert(0, str(HERE))
 
 from report import write_section  # noqa: E402
 
-from diffx.analysis.alignment import (  # noqa: E402
+from diffx.analysis.allpass_fit import fit_pair  # noqa: E402
+from diffx.analysis.phase_alignment import (  # noqa: E402
     apply_delay,
     fractional_delay_estimate,
     parallel_mix,
 )
-from diffx.analysis.allpass_fit import fit_pair  # noqa: E402
 from diffx.functional.allpass import allpass_sos  # noqa: E402
 from diffx.io.audio import load_demo  # noqa: E402
 
@@ -191,7 +191,7 @@ def run_diffx(case: Case) -> dict:
 def run_biasnet(case: Case, budget_s: float) -> dict:
     """diffx 0.1's default: BiasNet (4 second-order sections) by gradient descent, 1000 steps,
     the bulk-lag search and delay fall-back of that release."""
-    from diffx.align import fit_channel
+    from diffx.tasks.phase_alignment import fit_channel
 
     dry = dry_signal(case)
     wet = scipy.signal.sosfilt(np.asarray(case.sos), dry)

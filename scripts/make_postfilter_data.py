@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from diffx.data.postfilter import POSTFILTER_ASSETS, TIMBRE_ASSETS
 from diffx.io.audio import load_audio
-from diffx.timbre import load_timbre_model, timbre_transfer
+from diffx.tasks.runs import load_timbre_model
+from diffx.tasks.timbre_transfer import transfer_timbre
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     files = sorted((TIMBRE_ASSETS / args.instrument).glob("*.flac"))
     for path in tqdm(files, desc="resynthesis", unit="phrase"):
         audio, _ = load_audio(path, model.sample_rate, mono=True)
-        result = timbre_transfer(model, audio[0], auto_adjust=False, noise_seed=0)
+        result = transfer_timbre(model, audio[0], auto_adjust=False, noise_seed=0)
         peak = float(np.abs(result.audio).max())
         if peak > 1.0:
             raise RuntimeError(f"{path.name}: resynthesis peaks at {peak:.2f} (> full scale)")

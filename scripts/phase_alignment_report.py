@@ -26,8 +26,7 @@ import torch
 from tqdm import tqdm
 
 import diffx
-from diffx.align import fit_channel, fit_channel_direct
-from diffx.analysis.alignment import (
+from diffx.analysis.phase_alignment import (
     apply_delay,
     fractional_delay_estimate,
     integer_delay,
@@ -35,6 +34,7 @@ from diffx.analysis.alignment import (
 )
 from diffx.functional import allpass_cascade, biquad, parametric_eq, sosfilt
 from diffx.io import load_demo, load_model
+from diffx.tasks.phase_alignment import fit_channel, fit_channel_direct
 
 SAMPLE_RATE = 44100
 MODEL = Path(diffx.__file__).parent / "assets" / "models" / "diode_clipper_lstm40.json"

@@ -38,7 +38,8 @@ from diffx.analysis.acoustic import (
 from diffx.analysis.plots import plot_postfilter
 from diffx.data import PostFilterDataModule
 from diffx.nn import GVPostFilter
-from diffx.postfilter import enhance_features, load_postfilter
+from diffx.tasks.postfilter import enhance_features
+from diffx.tasks.runs import load_postfilter
 
 OFFSETS = {"mgc": 2}
 

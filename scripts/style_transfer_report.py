@@ -9,9 +9,9 @@
 Each model is rebuilt from the ``config.yaml`` beside its checkpoint, and its data module makes
 the test set (held-out audio: the end of every recording; fixed crops and parameters from the
 config's seed). On that same test set the script scores two baselines, no processing (the input
-as it is) and the rule-based match (:func:`diffx.analysis.style.rule_based_match`: loudness
+as it is) and the rule-based match (:func:`diffx.analysis.style_transfer.rule_based_match`: loudness
 matching, a 6-band EQ fitted to the reference's average spectrum, a compressor set from its
-crest factor), and the model. Metrics (:func:`diffx.analysis.style.style_metrics`): MR-STFT
+crest factor), and the model. Metrics (:func:`diffx.analysis.style_transfer.style_metrics`): MR-STFT
 (auraloss defaults), loudness error (LU, pyloudnorm), spectral-centroid error (Hz), crest-factor
 error (dB), and the parameter error (mean absolute error of the normalized parameters) where the
 true parameters are known (``process_input: false`` test sets make them exact).
@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from diffx.effects.proxy import load_proxy
-from diffx.stylize import load_style_run
+from diffx.tasks.runs import load_style_run
 
 METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db", "param_error")
 HEADER = (

@@ -41,11 +41,11 @@ from diffx.analysis.features import (
 )
 from diffx.analysis.plots import plot_timbre_transfer
 from diffx.data import TimbreDataModule
-from diffx.data.timbre import FixedClips
+from diffx.data.timbre_transfer import FixedClips
 from diffx.io.audio import demo_audio_files, load_audio, save_audio
 from diffx.tasks import TimbreTransfer
-from diffx.tasks.timbre_transfer import summarize_errors
-from diffx.timbre import load_timbre_model, timbre_transfer
+from diffx.tasks.runs import load_timbre_model
+from diffx.tasks.timbre_transfer import summarize_errors, transfer_timbre
 
 TRANSFER_CLIPS = ("voice", "guitar_e_slide", "guitar_harmonics")
 
@@ -81,7 +81,7 @@ def resynthesis(model: TimbreTransfer, clips: FixedClips, eval_crepe: str) -> di
 def transfer(model: TimbreTransfer, name: str, eval_crepe: str, out_dir: Path) -> dict:
     """Transfer one shipped clip; pitch accuracy on the input's note frames."""
     audio, _ = load_audio(demo_audio_files()[name], sample_rate=model.sample_rate, mono=True)
-    result = timbre_transfer(model, audio[0], pitch_shift_octaves="auto")
+    result = transfer_timbre(model, audio[0], pitch_shift_octaves="auto")
     f0_in, conf_in = crepe_pitch(audio[0], model.sample_rate, model.frame_rate_hz,
                                  model=eval_crepe)  # fmt: skip
     output = torch.from_numpy(result.audio)

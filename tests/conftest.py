@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ def pytest_configure(config):
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+
+
+def movable_config_text(config: Path) -> str:
+    """The text of an experiment config with the files it includes (its trainer preset, chain
+    and effect files, named relative to its folder: configs/README.md) made absolute, so that a
+    test can write a changed copy of it into another folder."""
+
+    def absolute(match: re.Match) -> str:
+        return match.group(1) + str((config.parent / match.group(2)).resolve())
+
+    return re.sub(r"((?::|-)[ \t]+)(\.\.?/[^\s#]+\.yaml)", absolute, config.read_text())
 
 
 # Tiny teacher models written to disk, for the task and CLI tests.

@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from diffx.analysis.alignment import apply_delay, parallel_mix
-from diffx.cli import main
+from diffx.analysis.phase_alignment import apply_delay, parallel_mix
+from diffx.commands.main import main
 from diffx.functional import allpass_cascade
 from diffx.io import load_alignment, load_alignments, load_demo
 

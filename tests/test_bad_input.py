@@ -10,8 +10,9 @@ case runs in ``tmp_path`` with the outputs and logs pointed into it, and checks 
   traceback (Lightning's own start-up lines, e.g. "Seed set to 0", may come before it);
 * no file or folder was created (no run folder, event file, config.yaml or output).
 
-The commands run in-process (``diffx.cli.main``); two cases run the console entry point in a
-subprocess to prove the real exit status. Nothing trains: every case is refused before a run.
+The commands run in-process (``diffx.commands.main.main``); two cases run the console entry
+point in a subprocess to prove the real exit status. Nothing trains: every case is refused
+before a run.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from diffx.cli import main, summarize_parser_error
+from diffx.commands.main import main
 from diffx.io.audio import demo_audio_files
+from diffx.tasks.runs import summarize_parser_error
+from tests.conftest import movable_config_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASE_CONFIG = ROOT / "configs" / "phase_alignment" / "quickstart.yaml"
@@ -69,7 +72,7 @@ def bad(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def postfilter_pt(tmp_path_factory) -> Path:
     """A small (untrained) WORLD post-filter, so ``postfilter apply`` gets as far as its input."""
-    from diffx.postfilter import save_postfilter
+    from diffx.tasks.runs import save_postfilter
     from tests.test_postfilter_cli import WORLD, _world_postfilter
 
     path = tmp_path_factory.mktemp("postfilter") / "mgc.pt"
@@ -77,7 +80,7 @@ def postfilter_pt(tmp_path_factory) -> Path:
 
 
 def run(argv: list[str]) -> int:
-    """``diffx.cli.main(argv)``'s exit status, whether returned or raised by a parser."""
+    """``diffx.commands.main.main(argv)``'s exit status, whether returned or raised by a parser."""
     try:
         return main(argv)
     except SystemExit as exit_:
@@ -119,7 +122,7 @@ def _training(command):
             return base + ["--model.init_args.learning_rat=0.1"], "learning_rat"
         if kind == "bad_key_in_yaml":
             config = tmp.parent / f"{tmp.name}_config.yaml"  # beside tmp_path, not in it
-            config.write_text(PHASE_CONFIG.read_text().replace("n_second:", "n_secnd:"))
+            config.write_text(movable_config_text(PHASE_CONFIG).replace("n_second:", "n_secnd:"))
             return [command, f"--config={config}",
                     f"--trainer.logger.init_args.save_dir={tmp / 'logs'}"], "n_secnd"  # fmt: skip
         if kind == "bad_value":
@@ -328,13 +331,13 @@ def test_a_missing_postfilter_data_dir_is_named(tmp_path, capsys, monkeypatch):
 
 
 def test_the_console_script_exits_2_without_a_traceback(bad, tmp_path):
-    # From a shell, LightningCLI reads sys.argv itself: another path through diffx.cli.main.
+    # From a shell, LightningCLI reads sys.argv itself: another path through diffx.commands.main.
     args = ["fit", f"--config={PHASE_CONFIG}",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
             f"--data.init_args.dry={bad['nan']}"]  # fmt: skip
     culprit = bad["nan"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "diffx.cli", *args], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-m", "diffx.commands", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

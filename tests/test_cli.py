@@ -1,19 +1,25 @@
 """The diffx console script: every committed config trains a few steps, links, errors."""
 
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from diffx.cli import _build_cli, main
+from diffx.commands.main import main
+from diffx.commands.train import build_cli
 from diffx.io import load_model
 from diffx.losses.time_domain import esr
 from diffx.nn import LSTMAmp, WaveNet
-from tests.conftest import shared_postfilter_cache
+from tests.conftest import movable_config_text, shared_postfilter_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+SHARED = ("presets", "chains", "effects")
+"""The folders of configs/ that hold pieces the experiment files include, not experiments."""
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name not in SHARED)
+PIECES = sorted(p for folder in SHARED for p in (ROOT / "configs" / folder).glob("*.yaml"))
 
 
 def test_configs_exist_for_each_task():
@@ -27,7 +33,17 @@ def test_configs_exist_for_each_task():
         assert any(n.startswith("full") for n in names), task
 
 
-def tiny_proxies(spec: dict, folder: Path) -> list[str]:
+def resolved_config(config: Path) -> dict:
+    """A config as ``diffx fit --print_config`` shows it: the included files loaded, every
+    default filled in."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as done:
+        build_cli(["fit", f"--config={config}", "--print_config"])
+    assert done.value.code in (None, 0)
+    return yaml.safe_load(printed.getvalue())
+
+
+def tiny_proxies(config: Path, folder: Path) -> list[str]:
     """Untrained small proxy files for the effects of a style-transfer config's chain."""
     from jsonargparse import ArgumentParser
 
@@ -36,9 +52,8 @@ def tiny_proxies(spec: dict, folder: Path) -> list[str]:
 
     parser = ArgumentParser()
     parser.add_argument("--chain", type=EffectChain)
-    chain = parser.instantiate_classes(
-        parser.parse_object({"chain": spec["model"]["init_args"]["chain"]})
-    ).chain
+    spec = {"chain": resolved_config(config)["model"]["init_args"]["chain"]}
+    chain = parser.instantiate_classes(parser.parse_object(spec)).chain
     paths = []
     for name, effect in zip(chain.names, chain.effects):
         proxy = NeuralProxy.for_effect(effect, n_blocks=2, channels=4, kernel_size=3)
@@ -53,7 +68,7 @@ def quick_overrides(
     (``feature_cache``: where timbre-transfer features are cached, default in ``tmp_path``)."""
     feature_cache = feature_cache or tmp_path / "features"
     spec = yaml.safe_load(config.read_text())
-    if "Pedalboard" in config.read_text():
+    if any("Pedalboard" in p.read_text() for p in (config, *included_files(config))):
         pytest.importorskip("pedalboard")
     args = [
         "--trainer.accelerator=cpu",
@@ -87,7 +102,7 @@ def quick_overrides(
         if spec["model"]["class_path"].endswith("ProxyTraining"):
             args += ["--model.init_args.channels=4", "--model.init_args.n_blocks=2"]
         if init.get("proxies"):
-            args.append(f"--model.init_args.proxies={tiny_proxies(spec, tmp_path)}")
+            args.append(f"--model.init_args.proxies={tiny_proxies(config, tmp_path)}")
     elif data.endswith("TimbreDataModule"):
         args += [
             "--trainer.max_steps=2",
@@ -146,7 +161,7 @@ def test_every_config_trains_a_few_steps(config, tmp_path, teachers, tmp_path_fa
     if "postfilter" in config.parts:
         cache = shared_postfilter_cache(tmp_path_factory)
     overrides = quick_overrides(config, tmp_path, teachers, cache)
-    cli = _build_cli(["fit", f"--config={config}", *overrides])
+    cli = build_cli(["fit", f"--config={config}", *overrides])
     assert cli.trainer.global_step == cli.trainer.max_steps
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
     run_dir = Path(cli.trainer.log_dir)
@@ -167,15 +182,69 @@ def test_every_config_trains_a_few_steps(config, tmp_path, teachers, tmp_path_fa
     assert len(exported) == (0 if product_is_checkpoint else 1), exported
 
 
+def strings(value) -> list[str]:
+    """Every string in a loaded YAML document."""
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def included_files(config: Path) -> set[Path]:
+    """The files a config includes by relative path (its trainer preset, chain and effect
+    files), and the files those include in turn."""
+    found: set[Path] = set()
+    pending = [config]
+    while pending:
+        current = pending.pop()
+        for value in strings(yaml.safe_load(current.read_text())):
+            path = (current.parent / value).resolve()
+            if value.endswith(".yaml") and path.is_file() and path not in found:
+                found.add(path)
+                pending.append(path)
+    return found
+
+
+def test_every_shared_piece_is_included_by_an_experiment():
+    assert PIECES, "configs/presets, chains, effects: see configs/README.md"
+    used = set().union(*(included_files(config) for config in CONFIGS))
+    unused = [str(p.relative_to(ROOT)) for p in PIECES if p.resolve() not in used]
+    assert not unused, f"included by no experiment config: {unused}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
+def test_every_config_resolves(config):
+    spec = yaml.safe_load(config.read_text())
+    if "config" in spec:
+        # After the preset, trainer keys are dotted (trainer.max_steps): a nested `trainer:`
+        # mapping would replace the preset's whole section, logger and checkpoints included.
+        assert "trainer" not in spec, "write trainer keys after `config:` as trainer.<key>"
+    resolved = resolved_config(config)
+    # every included file was loaded, none was taken for a value
+    assert not [s for s in strings(resolved) if s.endswith(".yaml")]
+    trainer = resolved["trainer"]
+    # the conventions of configs/presets: outputs/<task>/<experiment>, one fixed folder, a
+    # checkpoint to resume from; quickstarts on the CPU
+    logger = trainer["logger"]["init_args"]
+    folder = (f"outputs/{config.parent.name}", config.stem, "")
+    assert (logger["save_dir"], logger["name"], logger["version"]) == folder
+    checkpoints = [c for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert len(checkpoints) == 1 and checkpoints[0]["init_args"]["save_last"]
+    assert trainer["devices"] == 1 and resolved["seed_everything"] == 0
+    if config.stem.startswith("quickstart"):
+        assert trainer["accelerator"] == "cpu"
+
+
 def test_validate_uses_the_checkpoint(tmp_path, teachers):
     config = ROOT / "configs" / "effect_modeling" / "quickstart_lstm.yaml"
     args = [f"--config={config}", *quick_overrides(config, tmp_path, teachers)]
-    fit = _build_cli(["fit", *args])
+    fit = build_cli(["fit", *args])
     run_dir = Path(fit.trainer.log_dir)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     # a fresh task (new random weights) validated on the checkpoint must score what the
     # trained weights score, computed here independently from the exported model
-    validate = _build_cli(["validate", *args, f"--ckpt_path={checkpoint}", "--seed_everything=123"])
+    validate = build_cli(["validate", *args, f"--ckpt_path={checkpoint}", "--seed_everything=123"])
     exported = load_model(run_dir / "model.json")
     batch = next(iter(validate.datamodule.val_dataloader()))
     with torch.no_grad():
@@ -189,7 +258,7 @@ def test_validate_uses_the_checkpoint(tmp_path, teachers):
 
 def test_sample_rate_is_linked_from_data_to_model(tmp_path, teachers):
     config = ROOT / "configs" / "effect_modeling" / "quickstart_lstm.yaml"
-    cli = _build_cli(
+    cli = build_cli(
         [
             f"--config={config}",
             "--data.init_args.sample_rate=48000",
@@ -206,22 +275,39 @@ def test_sample_rate_is_linked_from_data_to_model(tmp_path, teachers):
 def test_unknown_config_key_is_named(tmp_path, capsys):
     config = ROOT / "configs" / "effect_modeling" / "quickstart_lstm.yaml"
     with pytest.raises(SystemExit):
-        _build_cli(["fit", f"--config={config}", "--model.init_args.learning_rat=0.1"])
+        build_cli(["fit", f"--config={config}", "--model.init_args.learning_rat=0.1"])
     assert "learning_rat" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text(config.read_text().replace("dc_weight:", "dc_wieght:"))
+    bad.write_text(movable_config_text(config).replace("dc_weight:", "dc_wieght:"))
     with pytest.raises(SystemExit):
-        _build_cli(["fit", f"--config={bad}"])
+        build_cli(["fit", f"--config={bad}"])
     assert "dc_wieght" in capsys.readouterr().err
 
 
-def test_help_and_unknown_subcommands(capsys):
+def test_help_lists_every_command_once(capsys):
+    # Every front-end module of diffx.commands is reachable and listed with one line of help.
+    import diffx.commands
+    from diffx.commands.main import COMMANDS
+
+    folder = Path(diffx.commands.__file__).parent
+    front_ends = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")} - {"main"}
+    assert front_ends == {module for module, _ in COMMANDS.values()}
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for word in ("fit", "validate", "test", "predict", "demo"):
-        assert word in out
+    for name, (_, summary) in COMMANDS.items():
+        lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
+        assert len(lines) == 1 and summary in lines[0], (name, lines)
+    for name in COMMANDS:  # each command's own --help works and exits 0
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        capsys.readouterr()
+
+
+def test_unknown_command_is_one_line(capsys):
     assert main(["train"]) == 2
-    assert "unknown subcommand 'train'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown command 'train'" in err
 
 
 def test_model_types_export_in_their_formats():

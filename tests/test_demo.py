@@ -1,12 +1,12 @@
-"""The README's main job: ``diffx demo`` writes listenable audio and plots for every effect."""
+"""``diffx demo`` writes listenable audio and plots for every effect."""
 
 from __future__ import annotations
 
 import numpy as np
 import soundfile as sf
 
-from diffx.cli import main
-from diffx.demo import STEPS
+from diffx.commands.demo import STEPS
+from diffx.commands.main import main
 
 
 def test_demo_writes_audio_and_plots(tmp_path):

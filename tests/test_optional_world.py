@@ -22,7 +22,8 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 def test_diffx_imports_without_pyworld():
     result = run(
-        "import diffx, diffx.cli, diffx.data, diffx.tasks, diffx.analysis, diffx.postfilter\n"
+        "import diffx, diffx.commands.main, diffx.commands.postfilter, diffx.data, diffx.tasks\n"
+        "import diffx.analysis, diffx.tasks.runs\n"
         "from diffx.tasks import GANPostFilter, StyleTransfer\n"
         "GANPostFilter()\n"
         "print('ok')"

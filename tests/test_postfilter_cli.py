@@ -5,10 +5,11 @@ import soundfile as sf
 import torch
 
 from diffx.analysis.acoustic import WorldSettings, world_analysis
-from diffx.cli import main
+from diffx.commands.main import main
 from diffx.functional.postfilter import StreamLayout
 from diffx.nn import Conv2dPostFilter, GVPostFilter, MultiStreamPostFilter
-from diffx.postfilter import enhance_features, load_postfilter, save_postfilter
+from diffx.tasks.postfilter import enhance_features
+from diffx.tasks.runs import load_postfilter, save_postfilter
 from tests.data.test_postfilter import LAYOUT, write_pairs
 
 WORLD_LAYOUT = StreamLayout(("mgc", "lf0", "vuv", "bap"), (60, 1, 1, 1))

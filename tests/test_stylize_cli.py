@@ -9,9 +9,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from diffx.cli import _build_cli, main
+from diffx.commands.main import main
+from diffx.commands.train import build_cli
 from diffx.io.audio import demo_audio_files, load_audio
-from diffx.stylize import load_style_model
+from diffx.tasks.runs import load_style_model
 from tests.test_cli import quick_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("stylize")
     config = ROOT / "configs" / "style_transfer" / "quickstart.yaml"
-    cli = _build_cli(["fit", f"--config={config}", *quick_overrides(config, tmp_path, {})])
+    cli = build_cli(["fit", f"--config={config}", *quick_overrides(config, tmp_path, {})])
     return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
 

@@ -13,9 +13,11 @@ from diffx.analysis.features import (
     loudness_quantiles,
     map_quantiles,
 )
-from diffx.cli import _build_cli, main
+from diffx.commands.main import main
+from diffx.commands.train import build_cli
 from diffx.io.audio import demo_audio_files, load_audio
-from diffx.timbre import load_timbre_model, timbre_transfer
+from diffx.tasks.runs import load_timbre_model
+from diffx.tasks.timbre_transfer import transfer_timbre
 from tests.test_cli import quick_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +28,7 @@ CONFIG = ROOT / "configs" / "timbre_transfer" / "quickstart.yaml"
 def run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("timbre")
     cache = tmp_path_factory.getbasetemp() / "timbre_features"
-    cli = _build_cli(["fit", f"--config={CONFIG}", *quick_overrides(CONFIG, tmp_path, {}, cache)])
+    cli = build_cli(["fit", f"--config={CONFIG}", *quick_overrides(CONFIG, tmp_path, {}, cache)])
     return cli, Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
 
@@ -43,7 +45,7 @@ def test_fit_keeps_the_training_statistics_and_test_reports_the_metrics(run):
     for name in ("spectral_loss", "loudness_error_db", "f0_error_cents", "f0_within_50_cents"):
         assert np.isfinite(float(cli.trainer.callback_metrics[f"val/{name}"]))
 
-    test = _build_cli(["test", f"--config={checkpoint.parent / 'config.yaml'}",
+    test = build_cli(["test", f"--config={checkpoint.parent / 'config.yaml'}",
                        f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false",
                        "--trainer.limit_test_batches=1"])  # fmt: skip
     assert np.isfinite(float(test.trainer.callback_metrics["test/spectral_loss"]))
@@ -61,10 +63,10 @@ def test_timbre_command_writes_the_transfer_and_plot(run, tmp_path, capsys):
     written, rate = sf.read(out, dtype="float32")
     assert rate == 16000 and plot.stat().st_size > 10_000
     assert written.size == round(sf.info(voice).duration * 16000)
-    # The file is what timbre_transfer returns for the same settings (same noise seed).
+    # The file is what transfer_timbre returns for the same settings (same noise seed).
     model = load_timbre_model(checkpoint)
     audio, _ = load_audio(voice, sample_rate=16000, mono=True)
-    expected = timbre_transfer(model, audio[0], "auto", -3.0).audio
+    expected = transfer_timbre(model, audio[0], "auto", -3.0).audio
     np.testing.assert_allclose(written, expected, atol=1e-4)  # 16-bit rounding
 
 
@@ -72,7 +74,7 @@ def test_frames_without_notes_are_turned_down(run):
     _, checkpoint = run
     model = load_timbre_model(checkpoint)
     audio, _ = load_audio(demo_audio_files()["voice"], sample_rate=16000, mono=True)
-    result = timbre_transfer(model, audio[0])
+    result = transfer_timbre(model, audio[0])
     mask, strength = detect_notes(result.loudness_db, result.confidence)
     mapped = map_quantiles(result.loudness_db, loudness_quantiles(result.loudness_db[mask]),
                            model.loudness_quantiles_db.numpy())  # fmt: skip
@@ -109,7 +111,7 @@ def test_silence_in_drives_the_model_at_the_loudness_floor(run, tmp_path, capsys
     # has learnt nothing); the pipeline must hand it the floor and stay finite.
     _, checkpoint = run
     model = load_timbre_model(checkpoint)
-    result = timbre_transfer(model, torch.zeros(8000))
+    result = transfer_timbre(model, torch.zeros(8000))
     assert not result.note_mask.any()
     assert np.all(result.loudness_control_db == -120.0)
     assert np.isfinite(result.audio).all() and np.isfinite(result.f0_control_hz).all()

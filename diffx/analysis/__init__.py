@@ -31,7 +31,7 @@ from diffx.analysis.plots import (
     plot_timbre_transfer,
     plot_tone_spectrum,
 )
-from diffx.analysis.style import (
+from diffx.analysis.style_transfer import (
     crest_factor_db,
     parameter_error,
     rule_based_match,

@@ -62,7 +62,7 @@ import scipy.optimize
 import scipy.signal
 
 from diffx._validation import check_sample_rate
-from diffx.analysis.alignment import (
+from diffx.analysis.phase_alignment import (
     _pair,
     apply_delay,
     comb_loss_db,
@@ -573,7 +573,7 @@ def fit_allpass_phase(
 
 
 def response_weights(response, weighting: str = "coherence") -> np.ndarray:
-    """How much each frequency of a :class:`diffx.analysis.alignment.ResponseEstimate` counts.
+    """How much each frequency of a :class:`diffx.analysis.phase_alignment.ResponseEstimate` counts.
 
     ``"coherence"``: the inverse variance of the measured phase, ``g / (1 - g)`` with ``g``
     the magnitude-squared coherence (capped at :data:`COHERENCE_CAP`): each frequency counts

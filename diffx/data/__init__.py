@@ -2,13 +2,13 @@
 self-supervised style-transfer examples, phase-alignment pairs, instrument recordings with
 DDSP features for timbre transfer."""
 
-from diffx.data.alignment import PhaseAlignmentDataModule
 from diffx.data.pairs import AudioPairDataModule, SegmentDataset
+from diffx.data.phase_alignment import PhaseAlignmentDataModule
 from diffx.data.postfilter import PostFilterDataModule
 from diffx.data.sampling import EpochSampler, EvalSampler, ResumableDataModule
 from diffx.data.sources import GUITAR_AND_BASS, expand_sources, load_sources, normalize_peak
-from diffx.data.style import CropPairs, StyleTransferDataModule
-from diffx.data.timbre import TimbreDataModule, shipped_instruments
+from diffx.data.style_transfer import CropPairs, StyleTransferDataModule
+from diffx.data.timbre_transfer import TimbreDataModule, shipped_instruments
 from diffx.data.tones import ToneDataModule
 
 __all__ = [

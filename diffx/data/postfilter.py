@@ -411,6 +411,25 @@ class Utterances(Dataset):
         }
 
 
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """The training features as a post-filter needs them (:meth:`PostFilterDataModule.
+    statistics`).
+
+    Attributes:
+        layout: the streams and their sizes.
+        world: the WORLD settings the features came from (``None``: not WORLD's).
+        scaler: per-dimension mean and variance of the natural features.
+        global_variance: ``(dims,)`` GV of the natural features, voiced frames where a
+            ``vuv`` stream tells them.
+    """
+
+    layout: StreamLayout
+    world: WorldSettings | None
+    scaler: FeatureScaler
+    global_variance: np.ndarray
+
+
 class PostFilterDataModule(ResumableDataModule):
     """(predicted, natural) feature pairs for post-filter training.
 
@@ -488,6 +507,14 @@ class PostFilterDataModule(ResumableDataModule):
         if "train" not in self.pairs:
             raise FileNotFoundError(f"{root}: no training split (train/ or train_no_dev/)")
         self.scaler = FeatureScaler.fit(p.natural for p in self.pairs["train"])
+
+    def statistics(self) -> FeatureStatistics:
+        """What a post-filter takes from the training features (set up on first use; what
+        :class:`diffx.tasks.GANPostFilter` takes as ``training_statistics``)."""
+        self.setup()
+        return FeatureStatistics(
+            self.layout, self.world, self.scaler, self.natural_global_variance()
+        )
 
     def natural_global_variance(self, voiced_only: bool = True) -> np.ndarray:
         """GV ``(dims,)`` of the natural training features (voiced frames when a ``vuv``

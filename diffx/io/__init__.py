@@ -1,13 +1,6 @@
 """Reading and writing audio files, neural amp models and phase alignments, and the demo audio
 shipped with diffx."""
 
-from diffx.io.alignment import (
-    Alignment,
-    load_alignment,
-    load_alignments,
-    save_alignment,
-    save_alignments,
-)
 from diffx.io.audio import (
     DEMO_SAMPLE_RATES,
     demo_audio_files,
@@ -16,6 +9,13 @@ from diffx.io.audio import (
     save_audio,
 )
 from diffx.io.models import MODEL_SUFFIXES, load_model, save_model
+from diffx.io.phase_alignment import (
+    Alignment,
+    load_alignment,
+    load_alignments,
+    save_alignment,
+    save_alignments,
+)
 
 __all__ = [
     "Alignment",

@@ -12,7 +12,7 @@ from diffx.nn.postfilter import (
     GVPostFilter,
     MultiStreamPostFilter,
 )
-from diffx.nn.style import Controller, SpectralEncoder, TCNEncoder
+from diffx.nn.style_transfer import Controller, SpectralEncoder, TCNEncoder
 from diffx.nn.tcn import TCN
 from diffx.nn.wavenet import LayerArrayConfig, WaveNet, standard_config
 

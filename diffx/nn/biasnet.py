@@ -372,7 +372,7 @@ class BiasNet(nn.Module):
             return allpass_sos(self.sample_rate, self.kind, **params, **self._stretch_kwargs())[0]
 
     def to_dict(self) -> dict:
-        """The cascade as plain data (the ``"cascade"`` entry of :mod:`diffx.io.alignment`):
+        """The cascade as plain data (the ``"cascade"`` entry of :mod:`diffx.io.phase_alignment`):
         ``kind``, ``stretch``, ``params`` in physical units and ``sos`` rows."""
         with torch.no_grad():
             params = {k: v[0].tolist() for k, v in self().items()}

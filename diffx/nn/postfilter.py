@@ -431,3 +431,37 @@ class MultiStreamPostFilter(nn.Module):
             module.load_state_dict(state["state_dicts"][name])
             filters[name] = module
         return cls(state["layout"], filters, state["offsets"], state["mean"], state["variance"])
+
+
+MERGE_TOLERANCE = 1e-5
+"""Relative difference allowed between the scalers of post-filters that are merged."""
+
+
+def merge_postfilters(models: list[MultiStreamPostFilter]) -> MultiStreamPostFilter:
+    """One post-filter holding the generators of ``models`` (e.g. an ``mgc`` and a ``bap``
+    post-filter trained separately, NNSVS's recommended recipe).
+
+    Raises:
+        ValueError: different stream layouts or scalers, or a stream filtered twice.
+    """
+    if len(models) < 2:
+        raise ValueError("merging needs at least two post-filters")
+    first = models[0]
+    filters, offsets = {}, {}
+    for model in models:
+        if model.layout != first.layout:
+            raise ValueError(
+                f"stream layouts differ: {first.layout.to_dict()} vs {model.layout.to_dict()}"
+            )
+        for name in ("mean", "scale"):
+            a, b = getattr(first, name), getattr(model, name)
+            if not torch.allclose(a, b, rtol=MERGE_TOLERANCE, atol=MERGE_TOLERANCE):
+                raise ValueError(
+                    f"the post-filters were trained with different feature scalers ({name}); "
+                    "train them on the same pairs"
+                )
+        for stream, module in model.filters.items():
+            if stream in filters:
+                raise ValueError(f"stream {stream!r} is post-filtered by more than one input")
+            filters[stream], offsets[stream] = module, model.offsets[stream]
+    return MultiStreamPostFilter(first.layout, filters, offsets, first.mean, first.scale**2)

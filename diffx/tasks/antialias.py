@@ -140,7 +140,6 @@ class AntiAliasFineTuning(AudioTask):
         self.automatic_optimization = False  # one optimizer step per frame
         self._val_tones = None
         self._teacher_report = None
-        self._example: dict[str, torch.Tensor] | None = None
 
     # -- training ---------------------------------------------------------------------------
 
@@ -235,9 +234,6 @@ class AntiAliasFineTuning(AudioTask):
             self._val_tones = tones.subset(slice(0, len(tones), self.val_midi_step))
         return self._val_tones
 
-    def on_validation_epoch_start(self) -> None:
-        self._example = None
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._audio_metrics(batch, "val")
 
@@ -273,10 +269,10 @@ class AntiAliasFineTuning(AudioTask):
                     batch_size=size,
                     sync_dist=True,
                 )
-        if self._example is None:
-            self._example = {"input": x[0, 0], "teacher": teacher[0, 0], "student": student[0, 0]}
-            if "reference" in batch:
-                self._example["reference"] = batch["reference"][0, 0]
+        example = {"input": x[0, 0], "teacher": teacher[0, 0], "student": student[0, 0]}
+        if "reference" in batch:
+            example["reference"] = batch["reference"][0, 0]
+        self.keep_example(**example)
 
     def _tone_metrics(self, stage: str) -> None:
         tones = self.val_tones()
@@ -315,11 +311,10 @@ class AntiAliasFineTuning(AudioTask):
         self._log_example()
 
     def _log_example(self) -> None:
-        if self._example is None:
+        if self.evaluation_example is None:
             return
-        for name, audio in self._example.items():
-            self.log_audio(f"audio/{name}", audio)
-        signals = {k: v for k, v in self._example.items() if k != "input"}
+        self.log_example_audio()
+        signals = {k: v for k, v in self.evaluation_example.items() if k != "input"}
         self.log_figure("spectra/validation", plot_spectra(signals, self.sample_rate))
 
     def on_fit_end(self) -> None:

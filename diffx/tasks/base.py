@@ -1,21 +1,31 @@
-"""What every diffx task shares: audio and figure logging, TBPTT frames, model export."""
+"""What every diffx task shares: evaluation bookkeeping (sums, ESR, audio examples), audio
+and figure logging to any Lightning logger, TBPTT frames, model export."""
 
 from __future__ import annotations
 
 import copy
+import inspect
+import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import nn
 
+from diffx.io import save_audio
 from diffx.io.models import save_model
 from diffx.nn import LSTMAmp, WaveNet
 from diffx.tasks.checkpoint import ResumeState
+from diffx.tasks.links import HANDED_OVER
 
 ESR_DB_FLOOR = 1e-12
 """Added to an ESR before taking 10 log10 for logs, so a perfect match logs -120 dB, not -inf."""
+
+ESR_ERROR_KEY = "esr_error_energy"
+ESR_TARGET_KEY = "esr_target_energy"
+"""The names :meth:`AudioTask.add_error_energies` accumulates under."""
 
 
 def to_db(ratio: torch.Tensor) -> torch.Tensor:
@@ -85,9 +95,22 @@ def adam_with_cosine_decay(
 
 
 class AudioTask(pl.LightningModule):
-    """LightningModule base with TensorBoard audio and figure logging.
+    """LightningModule base: evaluation bookkeeping, audio and figures for every logger,
+    model export.
 
     Subclasses set ``self.sample_rate``.
+
+    One evaluation (a validation or test epoch) is kept in two places, both emptied when it
+    starts (:class:`EvaluationMeans`, so a task needs no epoch-start hook of its own):
+
+    - ``evaluation_sums``: ``{name: float64 total}`` that :meth:`accumulate` adds each batch's
+      sums to (a metric summed over the batch's items, the item count,
+      :meth:`add_error_energies`). At the epoch's end :meth:`evaluation_totals` sums them over
+      the DDP processes; :meth:`log_means`, :meth:`log_esr` and :meth:`log_metrics` log
+      ``<stage>/<name>``. A metric is then a ratio of totals over the whole held-out set,
+      never a mean of per-batch means.
+    - ``evaluation_example``: the first batch's signals (:meth:`keep_example`), logged as
+      audio by :meth:`log_example_audio`.
     """
 
     sample_rate: int
@@ -96,6 +119,27 @@ class AudioTask(pl.LightningModule):
         super().__init__(*args, **kwargs)
         # {name: [sum, count, log options]} of this process's held-back evaluation means
         self._evaluation_sums: dict[str, list] = {}
+        self.evaluation_sums: dict[str, float] = {}
+        self.evaluation_example: dict[str, torch.Tensor] | None = None
+
+    def save_hyperparameters(
+        self, *args, ignore: Sequence[str] | str | None = None, frame=None, logger: bool = True
+    ) -> None:
+        """Lightning's, leaving out the arguments that receive an object of the data module
+        when a run is built (:data:`diffx.tasks.links.HANDED_OVER`).
+
+        They are the data's, not settings of the task. LightningCLI adds the value of every
+        link applied at instantiation to the hyperparameters of the task it builds, also of a
+        task that lacks the link's target (jsonargparse counts such a link as applied: a
+        :class:`~diffx.tasks.ProxyTraining` on style-transfer data is handed the data's chain);
+        kept, they would be pickled into every checkpoint and break
+        ``load_from_checkpoint``.
+        """
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        frame = frame or inspect.currentframe().f_back  # the caller's, as Lightning takes it
+        super().save_hyperparameters(
+            *args, ignore=[*ignore, *HANDED_OVER], frame=frame, logger=logger
+        )
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """:class:`~diffx.tasks.checkpoint.ResumeState` (random generators saved in checkpoints
@@ -166,38 +210,134 @@ class AudioTask(pl.LightningModule):
         totals = torch.tensor([float(values.get(n, 0.0)) for n in names], dtype=torch.float64)
         return dict(zip(names, sum_over_processes(totals, self.device).tolist()))
 
-    def _tensorboard(self):
-        loggers = self.loggers if self._trainer is not None else []
-        for logger in loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
+    # -- evaluation bookkeeping ----------------------------------------------------------------
 
-    def log_audio(self, tag: str, audio: torch.Tensor) -> None:
-        """Log ``audio`` ``(samples,)`` or ``(1, samples)`` to TensorBoard (rank zero only)."""
-        writer = self._tensorboard()
-        if writer is None or self.global_rank != 0:
-            return
-        clip = audio.detach().float().reshape(1, -1).clamp(-1.0, 1.0).cpu()
-        writer.add_audio(tag, clip, self.global_step, sample_rate=self.sample_rate)
+    def reset_evaluation(self) -> None:
+        """Empty ``evaluation_sums`` and ``evaluation_example`` (and the means :meth:`log`
+        holds back); :class:`EvaluationMeans` calls it when a validation or test epoch
+        starts."""
+        self._evaluation_sums.clear()
+        self.evaluation_sums = {}
+        self.evaluation_example = None
 
-    def log_figure(self, tag: str, figure) -> None:
-        """Log a matplotlib figure to TensorBoard (rank zero only).
+    def accumulate(self, sums: Mapping[str, float | torch.Tensor]) -> None:
+        """Add ``sums`` to ``evaluation_sums``, key by key, in float64 (a tensor is summed
+        over all its elements first): e.g. ``{"loss": per-item losses (batch,), "items":
+        batch}``."""
+        totals = self.evaluation_sums
+        for name, value in sums.items():
+            total = float(torch.as_tensor(value).detach().double().sum())
+            totals[name] = totals.get(name, 0.0) + total
 
-        diffx's figures are built without pyplot, so there is no pyplot state to close.
-        """
-        writer = self._tensorboard()
-        if writer is not None and self.global_rank == 0:
-            writer.add_figure(tag, figure, self.global_step, close=False)
+    def evaluation_totals(self) -> dict[str, float]:
+        """``evaluation_sums`` summed over the DDP processes (each holds its share of the
+        held-out set); a collective: call it on every process."""
+        return self.sum_over_processes(self.evaluation_sums)
 
-    def log_esr(self, stage: str, energies: torch.Tensor) -> None:
-        """Log ``<stage>/esr`` and ``<stage>/esr_db`` from summed :func:`error_energies`,
-        gathered over processes under DDP."""
-        if self._trainer is not None and self.trainer.world_size > 1:
-            energies = self.all_gather(energies.to(self.device)).reshape(-1, 2).sum(0).cpu()
+    def add_error_energies(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Accumulate the :func:`error_energies` of a batch for :meth:`log_esr`."""
+        error, energy = error_energies(pred, target)
+        self.accumulate({ESR_ERROR_KEY: error, ESR_TARGET_KEY: energy})
+
+    def log_esr(self, stage: str, totals: Mapping[str, float] | None = None) -> None:
+        """Log ``<stage>/esr`` and ``<stage>/esr_db`` (from rank zero): the error energy over
+        the target energy of everything :meth:`add_error_energies` saw in this evaluation, on
+        all processes (``totals``: from :meth:`evaluation_totals`, which is called, a
+        collective, when not given)."""
+        totals = self.evaluation_totals() if totals is None else totals
+        energies = torch.tensor(
+            [totals.get(ESR_ERROR_KEY, 0.0), totals.get(ESR_TARGET_KEY, 0.0)], dtype=torch.float64
+        )
         ratio = energies[0] / (energies[1] + ESR_DB_FLOOR)
         self.log(f"{stage}/esr", ratio.float(), rank_zero_only=True)
         self.log(f"{stage}/esr_db", to_db(ratio).float(), rank_zero_only=True)
+
+    def log_means(
+        self, stage: str, count: str = "items", prog_bar: str = "loss"
+    ) -> dict[str, float]:
+        """Log ``<stage>/<name>`` = total / (total of ``count``) for every other name in the
+        evaluation's totals (per-item metrics summed by :meth:`accumulate`); returns the
+        means. A collective under DDP."""
+        totals = self.evaluation_totals()
+        items = totals.pop(count, 0.0)
+        means = {name: total / max(items, 1) for name, total in totals.items()}
+        self.log_metrics(stage, means, prog_bar)
+        return means
+
+    def log_metrics(self, stage: str, metrics: Mapping[str, float], prog_bar: str = "loss") -> None:
+        """Log ``<stage>/<name>`` for every metric; ``prog_bar`` names the one shown in the
+        progress bar. Every process logs the same values (they come from totals over all)."""
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == prog_bar)
+
+    def keep_example(self, **signals: torch.Tensor) -> None:
+        """Keep ``signals`` (audio ``(samples,)``, or the features a figure needs) as this
+        evaluation's example, unless an earlier batch's is kept already."""
+        if self.evaluation_example is None:
+            self.evaluation_example = dict(signals)
+
+    def log_example_audio(self, prefix: str = "audio") -> None:
+        """Log every signal of the kept example as ``<prefix>/<name>`` (:meth:`log_audio`)."""
+        for name, audio in (self.evaluation_example or {}).items():
+            self.log_audio(f"{prefix}/{name}", audio)
+
+    # -- audio and figures ----------------------------------------------------------------------
+
+    def has_media_logger(self) -> bool:
+        """Whether :meth:`log_audio` and :meth:`log_figure` have anywhere to go (a trainer
+        with a logger), so a task can skip preparing examples nobody receives."""
+        return self._trainer is not None and bool(self.loggers)
+
+    def log_audio(self, tag: str, audio: torch.Tensor) -> None:
+        """Log ``audio`` ``(samples,)`` or ``(1, samples)`` at ``self.sample_rate``, clipped to
+        [-1, 1], at the global step, to every logger of the trainer (rank zero only):
+
+        - TensorBoard: an audio summary ``tag``;
+        - Weights & Biases: a ``wandb.Audio`` under ``tag`` (step: ``trainer/global_step``,
+          as Lightning logs the scalars);
+        - any other logger (CSV, MLflow, ...): a float WAV file
+          ``<logger.log_dir>/media/<tag>/step_<global step>.wav`` (``tag``'s ``/`` make
+          folders; the logger's ``save_dir`` when it has no ``log_dir``).
+        """
+        if not self.has_media_logger() or self.global_rank != 0:
+            return
+        clip = audio.detach().float().reshape(1, -1).clamp(-1.0, 1.0).cpu()
+        step = self.global_step
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_audio(tag, clip, step, sample_rate=self.sample_rate)
+            elif isinstance(logger, WandbLogger):
+                logger.log_audio(tag, [clip[0].numpy()], step=step, sample_rate=[self.sample_rate])
+            else:
+                path = media_path(logger, tag, step, ".wav")
+                if path is not None:
+                    save_audio(path, clip, self.sample_rate, subtype="FLOAT")
+
+    def log_figure(self, tag: str, figure) -> None:
+        """Log a matplotlib figure at the global step to every logger of the trainer (rank
+        zero only): a TensorBoard image summary ``tag``, a ``wandb.Image`` under ``tag``, or
+        for any other logger a file ``<logger.log_dir>/media/<tag>/step_<global step>.png``
+        (as :meth:`log_audio`).
+
+        diffx's figures are built without pyplot, so there is no pyplot state to close.
+        """
+        if not self.has_media_logger() or self.global_rank != 0:
+            return
+        step = self.global_step
+        png = b""  # rendered once, for every logger that takes an image
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(tag, figure, step, close=False)
+            elif isinstance(logger, WandbLogger):
+                from PIL import Image  # matplotlib's own dependency
+
+                png = png or render_png(figure)
+                logger.log_image(tag, [Image.open(io.BytesIO(png))], step=step)
+            else:
+                path = media_path(logger, tag, step, ".png")
+                if path is not None:
+                    png = png or render_png(figure)
+                    path.write_bytes(png)
 
     def export_model(self, model: nn.Module, stem: str | None, what: str) -> Path | None:
         """Save a float32 copy of ``model`` as ``<run folder>/<stem>.json|.nam`` (rank zero).
@@ -258,12 +398,14 @@ class AudioTask(pl.LightningModule):
 
 
 class EvaluationMeans(pl.Callback):
-    """Logs the means :meth:`AudioTask.log` held back under DDP, at the end of every
-    validation and test epoch (before the task's own epoch-end hook, which may read them)."""
+    """Starts every validation and test epoch of an :class:`AudioTask` with empty
+    bookkeeping (:meth:`AudioTask.reset_evaluation`), and at its end logs the means
+    :meth:`AudioTask.log` held back under DDP (callbacks run before the task's own hooks, which
+    may read them)."""
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
         if isinstance(pl_module, AudioTask):  # nothing left from an interrupted evaluation
-            pl_module._evaluation_sums.clear()
+            pl_module.reset_evaluation()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
         if isinstance(pl_module, AudioTask) and trainer.world_size > 1:
@@ -271,6 +413,28 @@ class EvaluationMeans(pl.Callback):
 
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
+
+
+def media_path(logger: Logger, tag: str, step: int, suffix: str) -> Path | None:
+    """``<run folder>/media/<tag>/step_<step><suffix>`` of a logger that takes no media
+    itself (its folder created); ``None`` when the logger has no folder on disk.
+
+    The run folder is the logger's ``log_dir`` (CSVLogger: ``<save_dir>/<name>/<version>``),
+    else its ``save_dir``.
+    """
+    folder = getattr(logger, "log_dir", None) or logger.save_dir
+    if folder is None:
+        return None
+    path = Path(folder, "media", *tag.split("/"), f"step_{step}{suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def render_png(figure) -> bytes:
+    """A matplotlib figure as PNG bytes (its own canvas: no pyplot state)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def all_gather_objects(value) -> list:

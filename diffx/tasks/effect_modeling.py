@@ -22,13 +22,7 @@ from torch import nn
 from diffx._validation import check_integer, check_sample_rate
 from diffx.io.models import load_model
 from diffx.losses import DCLoss, ESRLoss, MultiResolutionSTFTLoss, make_pre_emphasis
-from diffx.tasks.base import (
-    AudioTask,
-    error_energies,
-    is_recurrent,
-    settle_samples,
-    tbptt_frames,
-)
+from diffx.tasks.base import AudioTask, is_recurrent, settle_samples, tbptt_frames
 
 
 def prepare_model(model: nn.Module | None, init_from: str | None, sample_rate: int) -> nn.Module:
@@ -99,8 +93,6 @@ class EffectModeling(AudioTask):
         self.dc_loss = DCLoss()
         self.spectral = MultiResolutionSTFTLoss()
         self.automatic_optimization = False  # one optimizer step per TBPTT frame
-        self._example: dict[str, torch.Tensor] | None = None
-        self._energies = torch.zeros(2, dtype=torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Process ``(batch, 1, samples)`` audio from silence; returns the same shape."""
@@ -173,10 +165,9 @@ class EffectModeling(AudioTask):
             sync_dist=True,
             prog_bar=True,
         )
-        self._energies += error_energies(pred, y)
+        self.add_error_energies(pred, y)
         self.log(f"{stage}/mrstft", self.spectral(pred, y), batch_size=batch_size, sync_dist=True)
-        if self._example is None:
-            self._example = {"input": x[0, 0], "target": y[0, 0], "output": pred[0, 0]}
+        self.keep_example(input=x[0, 0], target=y[0, 0], output=pred[0, 0])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._metrics(batch, "val")
@@ -187,30 +178,19 @@ class EffectModeling(AudioTask):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self.model(batch["input"])
 
-    def on_validation_epoch_start(self) -> None:
-        self._example = None
-        self._energies = torch.zeros(2, dtype=torch.float64)
-
-    on_test_epoch_start = on_validation_epoch_start
-
     def on_test_epoch_end(self) -> None:
-        self.log_esr("test", self._energies)
+        self.log_esr("test")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_esr("val", self._energies)
-        if self._example is None or self.trainer.sanity_checking:
+        self.log_esr("val")
+        example = self.evaluation_example
+        if example is None or self.trainer.sanity_checking:
             return
         from diffx.analysis.plots import plot_spectra
 
-        for name, audio in self._example.items():
-            self.log_audio(f"audio/{name}", audio)
-        self.log_figure(
-            "spectra/validation",
-            plot_spectra(
-                {"target": self._example["target"], "output": self._example["output"]},
-                self.sample_rate,
-            ),
-        )
+        self.log_example_audio()
+        signals = {"target": example["target"], "output": example["output"]}
+        self.log_figure("spectra/validation", plot_spectra(signals, self.sample_rate))
 
     def on_fit_end(self) -> None:
         self.export_best("model", self.export_name)

@@ -13,7 +13,8 @@ numbers of second- and first-order sections) and sets the networks to produce th
 (:meth:`diffx.nn.BiasNet.set_sections`), so gradient descent refines a global fit instead of
 searching for one; the fitted delay and polarity start ``d`` and ``flip``. ``"network"`` is the
 paper's start: the networks' own initial output, ``d = 0``, no flip (gradient descent from
-there settles in local minima on most cascades of more than one section; see the README).
+there settles in local minima on most cascades of more than one section; see
+docs/phase_alignment.md).
 
 Losses, by name, each with a weight in ``losses`` (YAML: ``losses: {phase: 1.0}``):
 
@@ -36,13 +37,17 @@ the sum of dry and wet: what the parallel-mix test measures).
 Validation runs the whole pair and logs the parallel-mix test (``val/comb_loss_db``,
 ``val/ncc``), the wrapped phase loss (``val/loss``), the weighted phase error in degrees, and
 a figure of the phase responses and group delays. At the end of ``fit`` the alignment is
-written into the run folder as ``<export_stem>.json`` (:mod:`diffx.io.alignment`) and
+written into the run folder as ``<export_stem>.json`` (:mod:`diffx.io.phase_alignment`) and
 ``<export_stem>.png``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +56,24 @@ import torch
 from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
-from diffx.analysis.alignment import parallel_mix
-from diffx.analysis.allpass_fit import DESIGN_DELAYS, fit_allpass_phase, response_weights
-from diffx.io.alignment import Alignment, save_alignment
+from diffx.analysis.allpass_fit import (
+    DESIGN_DELAYS,
+    fit_allpass_phase,
+    fit_pair,
+    response_weights,
+)
+from diffx.analysis.phase_alignment import (
+    DelayEstimate,
+    MixReport,
+    ResponseEstimate,
+    apply_delay,
+    fractional_delay_estimate,
+    integer_delay,
+    max_lag_samples,
+    parallel_mix,
+)
+from diffx.data.phase_alignment import PhaseAlignmentDataModule
+from diffx.io.phase_alignment import Alignment, save_alignment
 from diffx.losses import ESRLoss
 from diffx.losses.phase import (
     ComplexSTFTLoss,
@@ -85,7 +105,7 @@ def shift(x: torch.Tensor, delay_samples: torch.Tensor) -> torch.Tensor:
     n = x.shape[-1]
     whole = int(math.floor(float(delay_samples.detach())))
     frac = delay_samples - whole
-    # The FFT size of diffx.analysis.alignment.apply_delay, so the task and the exported
+    # The FFT size of diffx.analysis.phase_alignment.apply_delay, so the task and the exported
     # alignment interpolate identically.
     size = scipy.fft.next_fast_len(2 * n + 1, real=True)
     k = torch.arange(size // 2 + 1, device=x.device, dtype=x.dtype)
@@ -120,6 +140,14 @@ class PhaseAlignment(AudioTask):
         fft_sizes: of the ``complex_stft`` and ``parallel_mix`` losses.
         export_stem: file stem of the exported alignment (``None``: no export).
         init: ``"fit"`` or ``"network"``: where training starts (module notes).
+        measurement: returns ``(response, bulk)``, the pair's measured transfer function
+            (:class:`~diffx.analysis.phase_alignment.ResponseEstimate`) and the bulk alignment the
+            dry was shifted by (:class:`~diffx.analysis.phase_alignment.DelayEstimate`); called at
+            :meth:`setup`, when the data is set up. The diffx CLI links the data module's
+            (:func:`diffx.tasks.links.link_data_to_model`); in Python pass
+            ``measurement=data.measurement`` for a
+            :class:`diffx.data.PhaseAlignmentDataModule` ``data``. Without it, call
+            :meth:`set_target` before training.
     """
 
     def __init__(
@@ -136,9 +164,10 @@ class PhaseAlignment(AudioTask):
         fft_sizes: tuple[int, ...] = (2048, 1024, 512),
         export_stem: str | None = "alignment",
         init: str = "fit",
+        measurement: Callable[[], tuple[ResponseEstimate, DelayEstimate]] | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["cascade"])
+        self.save_hyperparameters(ignore=["cascade", "measurement"])
         self.sample_rate = int(check_sample_rate(sample_rate))
         self.cascade = cascade if cascade is not None else BiasNet(self.sample_rate)
         if self.cascade.sample_rate != self.sample_rate:
@@ -165,6 +194,7 @@ class PhaseAlignment(AudioTask):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
+        self.measurement = measurement
         # The residual delay in samples; the bulk lag and polarity come from the data module
         # and are kept as buffers so a checkpoint holds the whole alignment.
         self.delay = nn.Parameter(torch.zeros((), dtype=torch.float64))
@@ -186,7 +216,7 @@ class PhaseAlignment(AudioTask):
     # targets from the data module
 
     def set_target(self, response, bulk_delay: float = 0.0, polarity: int = 1) -> None:
-        """Take the measured response (:class:`diffx.analysis.alignment.ResponseEstimate`)
+        """Take the measured response (:class:`diffx.analysis.phase_alignment.ResponseEstimate`)
         and the bulk alignment the dry was shifted by."""
         f = response.freqs_hz
         band = (f >= max(self.min_freq_hz, 1e-9)) & (f <= min(self.max_freq_hz,
@@ -255,12 +285,15 @@ class PhaseAlignment(AudioTask):
         self.flip.fill_(float(fit.polarity))
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is None or not hasattr(datamodule, "response"):
-            raise ValueError("PhaseAlignment needs a PhaseAlignmentDataModule")
-        datamodule.setup(stage)
-        self.set_target(datamodule.response, datamodule.bulk.delay_samples,
-                        datamodule.bulk.polarity)  # fmt: skip
+        if self.measurement is not None:
+            response, bulk = self.measurement()
+            self.set_target(response, bulk.delay_samples, bulk.polarity)
+        elif self.target is None:
+            raise ValueError(
+                "PhaseAlignment needs the pair's measurement: PhaseAlignment(..., "
+                "measurement=data.measurement) for a PhaseAlignmentDataModule data (the diffx "
+                "CLI links it), or set_target() before training"
+            )
         # Only when fitting: a checkpoint restored afterwards (resuming, or a later
         # validate/test) keeps what training made of it.
         if stage == "fit" and self.init == "fit":
@@ -408,3 +441,234 @@ class PhaseAlignment(AudioTask):
         path = save_alignment(self.alignment(), run_dir / f"{self.export_stem}.json")
         self.figure(run_dir / f"{self.export_stem}.png")
         print(f"exported the alignment to {path}")
+
+
+# -- aligning a recorded pair ------------------------------------------------------------
+
+
+CLIP_LEVEL = 0.999
+"""Samples at or above this magnitude count as clipped."""
+
+
+@dataclass
+class ChannelResult:
+    """One channel's alignment and its parallel-mix tests (dry as given, integer delay, full)."""
+
+    alignment: Alignment
+    before: MixReport
+    integer_delay: MixReport
+    after: MixReport
+
+
+def clipped_fraction(audio: torch.Tensor) -> float:
+    """Share of samples in runs of at least 3 consecutive samples at full scale."""
+    at_limit = (audio.abs() >= CLIP_LEVEL).numpy()
+    if not at_limit.any():
+        return 0.0
+    run = at_limit[..., 2:] & at_limit[..., 1:-1] & at_limit[..., :-2]
+    return float(run.sum()) / at_limit.size
+
+
+def check_layout(dry: torch.Tensor, wet: torch.Tensor, dry_name="dry", wet_name="wet") -> None:
+    """Refuse what cannot be aligned channel by channel, naming the culprit: channel counts
+    that neither match nor have a mono side, and silent channels. Both ``(channels, samples)``.
+    """
+    channels = max(dry.shape[0], wet.shape[0])
+    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
+        raise ValueError(
+            f"{dry_name} has {dry.shape[0]} channels and {wet_name} {wet.shape[0]}: give "
+            "equal channel counts, or a mono file on one side"
+        )
+    for name, audio in ((dry_name, dry), (wet_name, wet)):
+        for c in range(audio.shape[0]):
+            if not bool(audio[c].abs().max() > 0):
+                raise ValueError(f"{name} is silent (channel {c}): there is nothing to align")
+
+
+def _fit_once(
+    dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses, learning_rate,
+    delay_learning_rate, unwrapped_steps, weighting, seed, progress, log_dir,
+):  # fmt: skip
+    import pytorch_lightning as pl
+
+    # Lightning's start-up lines (accelerators, tips) would repeat for every fit.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.manual_seed(seed)
+    data = PhaseAlignmentDataModule.from_tensors(
+        dry.reshape(1, -1), wet.reshape(1, -1), sample_rate,
+        bulk_delay_samples=int(bulk.delay_samples), polarity=bulk.polarity, seed=seed,
+    )  # fmt: skip
+    cascade = BiasNet(sample_rate, kind, n_second=n_second, n_first=n_first, stretch=stretch)
+    task = PhaseAlignment(
+        sample_rate, cascade, losses=losses, learning_rate=learning_rate,
+        delay_learning_rate=delay_learning_rate, unwrapped_steps=unwrapped_steps,
+        weighting=weighting, export_stem=None, init="network", measurement=data.measurement,
+    )  # fmt: skip
+    logger = pl.loggers.TensorBoardLogger(str(log_dir), name="", version="") if log_dir else False
+    with warnings.catch_warnings():
+        # One pair, no validation loop, a fixed number of crops: Lightning's hints about
+        # data-loader workers and missing validation do not apply.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*val_dataloader.*")
+        # A deprecation inside Lightning's own pytree helper, repeated at every fit.
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_steps=steps, logger=logger,
+            enable_checkpointing=False, enable_progress_bar=progress,
+            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+            log_every_n_steps=50,
+        )  # fmt: skip
+        trainer.fit(task, datamodule=data)
+    return task
+
+
+def bulk_candidates(dry, wet, sample_rate: int, max_delay_ms: float) -> list[DelayEstimate]:
+    """Where the cascade may start: the cross-correlation peak, and no delay with either
+    polarity.
+
+    The peak is not always the right start. An allpass with a large group delay at low
+    frequencies correlates best with its input several samples late; starting there leaves
+    the cascade a phase it cannot produce (an advance), while starting at lag 0 it can match
+    the phase exactly. A tonal signal also correlates about as well one period later.
+    """
+    peak = integer_delay(dry, wet, max_delay_samples=max_lag_samples(max_delay_ms, sample_rate))
+    candidates = [peak]
+    for polarity in (1, -1):
+        if (peak.delay_samples, peak.polarity) != (0.0, polarity):
+            candidates.append(DelayEstimate(0.0, polarity, 0.0))
+    return candidates
+
+
+def fit_channel(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    kind: str = "second_order",
+    n_second: int = 4,
+    n_first: int = 0,
+    stretch: int | None = None,
+    steps: int = 1000,
+    losses: dict[str, float] | None = None,
+    learning_rate: float = 1e-4,
+    delay_learning_rate: float = 1e-3,
+    unwrapped_steps: int = 500,
+    weighting: str = "cross_power",
+    max_delay_ms: float = 100.0,
+    search_bulk: bool = True,
+    fallback_to_delay: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    log_dir: str | Path | None = None,
+):
+    """Fit one channel: ``dry`` and ``wet`` ``(samples,)`` or ``(1, samples)``, same length.
+
+    With ``search_bulk`` the cascade is fitted from each of :func:`bulk_candidates` and the fit
+    whose aligned dry loses least energy in the parallel mix with the wet (the comb-filter
+    loss on the whole signal) is kept; otherwise it starts from the cross-correlation peak.
+    With ``fallback_to_delay``, when the best delay alone (cross-correlation peak refined to a
+    fraction of a sample) sums better than every cascade, as for effects whose phase leads
+    (an allpass can only lag), that delay is returned with no sections. Other arguments configure
+    :class:`diffx.nn.BiasNet` and :class:`diffx.tasks.PhaseAlignment`.
+
+    Returns:
+        ``(alignment, task)``: the :class:`~diffx.io.phase_alignment.Alignment` and the trained
+        task (for its figure and targets).
+    """
+    candidates = bulk_candidates(dry.reshape(-1), wet.reshape(-1), sample_rate, max_delay_ms)
+    if not search_bulk:
+        candidates = candidates[:1]
+    best, best_score = None, math.inf
+    for bulk in candidates:
+        task = _fit_once(
+            dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses,
+            learning_rate, delay_learning_rate, unwrapped_steps, weighting, seed, progress,
+            log_dir,
+        )  # fmt: skip
+        aligned = task.alignment().apply(dry.reshape(-1).double().numpy())
+        score = -parallel_mix(aligned, wet.reshape(-1)).comb_loss_db
+        if score < best_score:
+            best, best_score = task, score
+    alignment = best.alignment()
+    if fallback_to_delay:
+        x = dry.reshape(-1).double().numpy()
+        max_lag = max_lag_samples(max_delay_ms, sample_rate)
+        delay = fractional_delay_estimate(x, wet.reshape(-1), max_delay_samples=max_lag)
+        delayed = apply_delay(x, delay.delay_samples, delay.polarity)
+        if -parallel_mix(delayed, wet.reshape(-1)).comb_loss_db < best_score:
+            alignment = Alignment(sample_rate, delay.polarity, delay.delay_samples,
+                                  np.zeros((0, 6)), kind="none")  # fmt: skip
+    return alignment, best
+
+
+METHODS = ("fit", "biasnet")
+
+
+def fit_channel_direct(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    max_sections: int = 8,
+    weighting: str = "auto",
+    max_delay_ms: float = 100.0,
+    fallback_to_delay: bool = True,
+) -> Alignment:
+    """Fit one channel with :func:`diffx.analysis.allpass_fit.fit_pair` (``--method fit``):
+    ``dry`` and ``wet`` ``(samples,)``, same length. Deterministic."""
+    fit = fit_pair(
+        dry.reshape(-1).double().numpy(), wet.reshape(-1).double().numpy(), sample_rate,
+        max_sections=max_sections, weighting=weighting,
+        max_delay_samples=max_lag_samples(max_delay_ms, sample_rate),
+        fallback_to_delay=fallback_to_delay,
+    )  # fmt: skip
+    return Alignment.from_fit(fit)
+
+
+def align(
+    dry: torch.Tensor,
+    wet: torch.Tensor,
+    sample_rate: int,
+    method: str = "fit",
+    try_first_order: bool = True,
+    **fit_kwargs,
+) -> list[ChannelResult]:
+    """Align every channel: ``dry`` ``(1 or C, samples)`` to ``wet`` ``(1 or C, samples)``.
+
+    A mono side is used for every channel of the other; equal lengths are required.
+
+    ``method="fit"`` (default): keyword arguments go to :func:`fit_channel_direct`.
+    ``method="biasnet"``: they go to :func:`fit_channel`; with ``try_first_order`` a single
+    first-order section is fitted too and kept when it sums better (on effects whose phase
+    leads it often beats larger second-order cascades, which fall into local minima there).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if dry.shape[-1] != wet.shape[-1]:
+        raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
+    check_layout(dry, wet)
+    max_lag = max_lag_samples(fit_kwargs.get("max_delay_ms", 100.0), sample_rate)
+    results = []
+    for c in range(max(dry.shape[0], wet.shape[0])):
+        x = dry[min(c, dry.shape[0] - 1)].double()
+        y = wet[min(c, wet.shape[0] - 1)].double()
+        if method == "fit":
+            alignment = fit_channel_direct(x, y, sample_rate, **fit_kwargs)
+        else:
+            alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
+        after = parallel_mix(alignment.apply(x.numpy()), y)
+        if (method == "biasnet" and try_first_order
+                and fit_kwargs.get("kind", "second_order") != "first_order"):  # fmt: skip
+            simple = {**fit_kwargs, "kind": "first_order", "n_second": 0, "n_first": 1}
+            other, _ = fit_channel(x, y, sample_rate, **simple)
+            other_mix = parallel_mix(other.apply(x.numpy()), y)
+            if other_mix.comb_loss_db > after.comb_loss_db:
+                alignment, after = other, other_mix
+        bulk = integer_delay(x, y, max_delay_samples=max_lag)
+        delayed = apply_delay(x, bulk.delay_samples, bulk.polarity)
+        results.append(ChannelResult(
+            alignment=alignment,
+            before=parallel_mix(x, y),
+            integer_delay=parallel_mix(delayed, y),
+            after=after,
+        ))  # fmt: skip
+    return results

@@ -26,7 +26,7 @@ and the GAN post-filter (``gan``, eval mode: noise smoothed over ``smoothed_widt
   natural speech's).
 
 Audio (WORLD synthesis of natural, predicted, GV- and GAN-post-filtered features of the first
-utterance) and a GV/spectrogram figure go to TensorBoard.
+utterance) and a GV/spectrogram figure go to the run's loggers (:meth:`AudioTask.log_audio`).
 
 At the end of fitting, the run folder receives ``postfilter.pt`` (the generators with their
 scaler, for ``diffx postfilter apply`` and ``merge``; the weights of the best checkpoint on
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ from diffx.analysis.acoustic import (
     world_synthesis,
 )
 from diffx.analysis.plots import plot_postfilter
-from diffx.data.postfilter import FeatureScaler
+from diffx.data.postfilter import FeatureScaler, FeatureStatistics
 from diffx.functional.postfilter import StreamLayout
 from diffx.nn.postfilter import (
     Conv2dDiscriminator,
@@ -138,7 +138,15 @@ class GANPostFilter(AudioTask):
         clip_norm: gradient-norm clip of both networks.
         vuv_mask: the discriminator sees voiced frames only.
         gv_strength: strength of the GV post-filter it is compared with.
-        example_seconds: length of the TensorBoard audio examples.
+        example_seconds: length of the audio examples logged.
+        training_statistics: returns the training features' statistics
+            (:class:`diffx.data.postfilter.FeatureStatistics`: stream layout, WORLD settings,
+            scaler, natural GV), which fitting from step 0 needs: features are standardized
+            with the scaler and the GV post-filter uses the GV. Called when fitting starts (the
+            data is set up by then); a resumed run keeps the checkpoint's. The diffx CLI links
+            it (:func:`diffx.tasks.links.link_data_to_model`); in Python pass
+            ``training_statistics=data.statistics`` for a
+            :class:`diffx.data.PostFilterDataModule` ``data``.
     """
 
     def __init__(
@@ -157,9 +165,10 @@ class GANPostFilter(AudioTask):
         vuv_mask: bool = True,
         gv_strength: float = 1.0,
         example_seconds: float = 4.0,
+        training_statistics: Callable[[], FeatureStatistics] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["training_statistics"])
         self.automatic_optimization = False
         self.layout = StreamLayout.from_dict(dict(streams or DEFAULT_STREAMS))
         self.train_streams = list(train_streams)
@@ -222,27 +231,42 @@ class GANPostFilter(AudioTask):
         self.lr_step_epochs, self.lr_gamma, self.clip_norm = lr_step_epochs, lr_gamma, clip_norm
         self.vuv_mask, self.gv_strength = vuv_mask, gv_strength
         self.example_seconds = example_seconds
+        self.training_statistics = training_statistics
         self._outputs: dict[str, list] = {}
 
     # -- data statistics ---------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or getattr(datamodule, "scaler", None) is None:
+        # A resumed run keeps the statistics in its checkpoint. (The trainer's step counter is
+        # restored only after this hook, so it cannot tell.)
+        resumed = self.trainer.ckpt_path is not None
+        if self.training_statistics is None:
+            if not resumed:
+                raise ValueError(
+                    "GANPostFilter needs the training features' statistics to start fitting: "
+                    "GANPostFilter(..., training_statistics=data.statistics) for a "
+                    "PostFilterDataModule data (the diffx CLI links them)"
+                )
             return
-        if datamodule.layout != self.layout:
+        statistics = self.training_statistics()
+        if not isinstance(statistics, FeatureStatistics):
             raise ValueError(
-                f"the data's streams {datamodule.layout.to_dict()} differ from the model's "
+                f"training_statistics gave a {type(statistics).__name__}, not the "
+                "FeatureStatistics of a PostFilterDataModule: GANPostFilter trains on one"
+            )
+        if statistics.layout != self.layout:
+            raise ValueError(
+                f"the data's streams {statistics.layout.to_dict()} differ from the model's "
                 f"{self.layout.to_dict()} (set model.streams)"
             )
-        if self.global_step == 0:  # a resumed run keeps the statistics in its checkpoint
-            scaler = datamodule.scaler
+        if not resumed:
+            scaler = statistics.scaler
             self.postfilter.mean.copy_(torch.as_tensor(scaler.mean, dtype=torch.float32))
             self.postfilter.scale.copy_(torch.as_tensor(scaler.scale, dtype=torch.float32))
             self.global_variance.copy_(
-                torch.as_tensor(datamodule.natural_global_variance(), dtype=torch.float32)
+                torch.as_tensor(statistics.global_variance, dtype=torch.float32)
             )
-        self.set_world(datamodule.world)
+        self.set_world(statistics.world)
 
     def set_world(self, world: WorldSettings | None) -> None:
         self.world = world
@@ -424,8 +448,7 @@ class GANPostFilter(AudioTask):
             # variances, modulation spectra) need them all, and every process logs them.
             parts = all_gather_objects(self._outputs)
             self._outputs = {k: [u for part in parts for u in part[k]] for k in self._outputs}
-        for name, value in self.metrics().items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "loss")
+        self.log_metrics(stage, self.metrics())
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._outputs["natural"]:
@@ -440,7 +463,7 @@ class GANPostFilter(AudioTask):
     def log_examples(self, stage: str) -> None:
         """WORLD audio and a GV/spectrogram figure of the first utterance (with WORLD
         features only)."""
-        if self.world is None or self._tensorboard() is None:
+        if self.world is None or not self.has_media_logger():
             return
         frames = round(self.example_seconds * self.world.frame_rate_hz)
         named = {"natural": self._outputs["natural"][0][:frames]}
@@ -500,3 +523,20 @@ class GANPostFilter(AudioTask):
             )
         print(f"exported {what} to {path}")
         return path
+
+
+def enhance_features(
+    features: np.ndarray,
+    postfilter: MultiStreamPostFilter | None = None,
+    gv: GVPostFilter | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Raw features ``(frames, dims)`` through the GAN post-filter (noise from ``seed``) and
+    then the GV post-filter, each when given."""
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
+    with torch.no_grad():
+        if postfilter is not None:
+            x = postfilter.eval()(x, torch.Generator().manual_seed(seed))
+        if gv is not None:
+            x = gv(x)
+    return x[0].numpy()

@@ -23,7 +23,7 @@ from diffx._validation import check_sample_rate
 from diffx.data.sources import check_effect_rate
 from diffx.effects.proxy import NeuralProxy, save_proxy
 from diffx.losses import MultiResolutionSTFTLoss
-from diffx.tasks.base import AudioTask, check_loss_weights, error_energies
+from diffx.tasks.base import AudioTask, check_loss_weights
 
 LOSSES = ("l1", "mrstft")
 
@@ -84,8 +84,6 @@ class ProxyTraining(AudioTask):
         )
         self.mrstft = MultiResolutionSTFTLoss()
         self.export_name = export_name
-        self._energies = torch.zeros(2, dtype=torch.float64)
-        self._example = None
 
     def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return self.proxy(x, params)
@@ -120,9 +118,8 @@ class ProxyTraining(AudioTask):
         x, params, target = self._pair(batch, generator)
         pred = self.proxy(x, params)
         self.log(f"{stage}/loss", self.loss(pred, target), batch_size=x.shape[0], prog_bar=True)
-        self._energies += error_energies(pred, target)
-        if self._example is None:
-            self._example = {"input": x[0, 0], "effect": target[0, 0], "proxy": pred[0, 0]}
+        self.add_error_energies(pred, target)
+        self.keep_example(input=x[0, 0], effect=target[0, 0], proxy=pred[0, 0])
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
@@ -130,21 +127,13 @@ class ProxyTraining(AudioTask):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
-    def on_validation_epoch_start(self) -> None:
-        self._energies = torch.zeros(2, dtype=torch.float64)
-        self._example = None
-
-    on_test_epoch_start = on_validation_epoch_start
-
     def on_test_epoch_end(self) -> None:
-        self.log_esr("test", self._energies)
+        self.log_esr("test")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_esr("val", self._energies)
-        if self._example is None or self.trainer.sanity_checking:
-            return
-        for name, audio in self._example.items():
-            self.log_audio(f"audio/{name}", audio)
+        self.log_esr("val")
+        if not self.trainer.sanity_checking:
+            self.log_example_audio()
 
     def on_fit_end(self) -> None:
         run_dir = self.run_dir()

@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from diffx._validation import check_integer, check_sample_rate
-from diffx.analysis.style import parameter_error, rule_based_match, style_metrics
+from diffx.analysis.style_transfer import parameter_error, rule_based_match, style_metrics
 from diffx.data.sources import check_effect_rate
-from diffx.data.style import default_chain
+from diffx.data.style_transfer import default_chain
 from diffx.effects.base import EffectChain
 from diffx.effects.proxy import PROXY_MODES, ProxyChain
 from diffx.effects.spsa import SPSAChain
@@ -88,6 +88,12 @@ class StyleTransfer(AudioTask):
         loudness_correction_db: the largest correction (either sign, dB) the controller adds
             to the matched loudness; its one extra sigmoid output maps to
             ``[-loudness_correction_db, +loudness_correction_db]``.
+        data_chain: the chain that made the examples' styles (the data module's ``chain``;
+            the diffx CLI links it, see :func:`diffx.tasks.links.link_data_to_model`). With
+            it, evaluation also reports ``param_error`` (:meth:`true_parameters`); without
+            it, that metric is left out. In Python: ``StyleTransfer(...,
+            data_chain=data.chain)`` for a :class:`diffx.data.StyleTransferDataModule`
+            ``data``.
     """
 
     def __init__(
@@ -109,9 +115,10 @@ class StyleTransfer(AudioTask):
         proxy_mode: str = "proxy",
         loudness_match: bool = False,
         loudness_correction_db: float = 3.0,
+        data_chain: EffectChain | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["chain", "encoder"])
+        self.save_hyperparameters(ignore=["chain", "encoder", "data_chain"])
         self.sample_rate = int(check_sample_rate(sample_rate))
         chain = chain if chain is not None else default_chain(self.sample_rate)
         if not isinstance(chain, EffectChain):
@@ -166,9 +173,11 @@ class StyleTransfer(AudioTask):
             self.loss_modules["loudness"] = LoudnessLoss(self.sample_rate)
         self.spsa_patience = check_integer(spsa_patience, "spsa_patience", 1)
         self._spsa_best, self._spsa_stale = math.inf, 0
-        self._example: dict[str, torch.Tensor] | None = None
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        if data_chain is not None and not isinstance(data_chain, EffectChain):
+            raise ValueError(f"data_chain must be an EffectChain, got {type(data_chain).__name__}")
+        # Set past nn.Module's registration: the data's chain is no part of the model (not in
+        # its checkpoints, which stay loadable without it; not moved to its device).
+        self.__dict__["data_chain"] = data_chain
 
     @staticmethod
     def _make_processor(chain, gradient, epsilon, perturbations, workers, proxies, mode):
@@ -302,11 +311,6 @@ class StyleTransfer(AudioTask):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def data_chain(self) -> EffectChain | None:
-        """The chain of the trainer's data module (the one that made the examples), if any."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        return getattr(datamodule, "chain", None)
-
     def true_parameters(
         self, batch: dict[str, torch.Tensor], data_chain: EffectChain | None
     ) -> torch.Tensor | None:
@@ -329,7 +333,7 @@ class StyleTransfer(AudioTask):
         """Per-item metrics ``{name: (batch,)}`` of the model (``loss``, :data:`METRICS`,
         ``param_error`` where ``data_chain`` makes the truth known, see
         :meth:`true_parameters`), of no processing (``input_*``) and of the rule-based match
-        (``rule_*``, :func:`diffx.analysis.style.rule_based_match`)."""
+        (``rule_*``, :func:`diffx.analysis.style_transfer.rule_based_match`)."""
         pred, params = self(batch["input"], batch["reference"])
         target = batch["target"]
         metrics = {"loss": self.loss(pred, target).expand(pred.shape[0])}
@@ -344,21 +348,18 @@ class StyleTransfer(AudioTask):
         truth = self.true_parameters(batch, data_chain)
         if truth is not None:
             metrics["param_error"] = parameter_error(params.double(), truth)
-        if self._example is None:
-            self._example = {
-                "input": batch["input"][0, 0],
-                "reference": batch["reference"][0, 0],
-                "target": target[0, 0],
-                "output": pred[0, 0],
-            }
+        self.keep_example(
+            input=batch["input"][0, 0],
+            reference=batch["reference"][0, 0],
+            target=target[0, 0],
+            output=pred[0, 0],
+        )
         return metrics
 
     def _accumulate(self, batch: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            metrics = self.evaluate(batch, self.data_chain())
-        for name, value in metrics.items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value.double().sum())
-        self._count += batch["input"].shape[0]
+            metrics = self.evaluate(batch, self.data_chain)
+        self.accumulate({**metrics, "items": batch["input"].shape[0]})
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._accumulate(batch)
@@ -369,40 +370,26 @@ class StyleTransfer(AudioTask):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch["input"], batch["reference"])[0]
 
-    def on_validation_epoch_start(self) -> None:
-        self._example, self._sums, self._count = None, {}, 0
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def _log_means(self, stage: str) -> dict[str, float]:
-        # Under DDP each process holds the sums of its share of the evaluation set.
-        totals = self.sum_over_processes({**self._sums, "_count": float(self._count)})
-        count = totals.pop("_count")
-        means = {name: total / max(count, 1) for name, total in totals.items()}
-        for name, value in means.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "loss")
-        return means
-
     def on_test_epoch_end(self) -> None:
-        self._log_means("test")
+        self.log_means("test")
 
     def on_validation_epoch_end(self) -> None:
-        means = self._log_means("val")
+        means = self.log_means("val")
         if self.trainer.sanity_checking or not means:
             return
         if self.gradient == "spsa":
             self._spsa_schedule(means["loss"])
-        if self._example is not None:
+        example = self.evaluation_example
+        if example is not None:
             from diffx.analysis.plots import plot_spectra
 
-            for name, audio in self._example.items():
-                self.log_audio(f"audio/{name}", audio)
+            self.log_example_audio()
             self.log_figure(
                 "spectra/validation",
                 plot_spectra(
-                    {k: self._example[k] for k in ("input", "target", "output")},
+                    {k: example[k] for k in ("input", "target", "output")},
                     self.sample_rate,
-                    n_fft=min(4096, self._example["input"].shape[-1]),
+                    n_fft=min(4096, example["input"].shape[-1]),
                 ),
             )
 

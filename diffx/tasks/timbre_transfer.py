@@ -16,7 +16,11 @@ fraction of those frames) and ``loudness_error_db`` (A-weighted, on note frames)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,11 +29,18 @@ from torch import nn
 from diffx.analysis.features import (
     CREPE_MODELS,
     DEFAULT_FRAME_RATE_HZ,
+    LOUDNESS_FLOOR_DB,
     LOUDNESS_QUANTILES,
+    QUIET_DB,
+    a_weighted_loudness_db,
+    adjust_loudness,
+    crepe_pitch,
+    detect_notes,
     frame_hop,
     resynthesis_errors,
 )
 from diffx.analysis.plots import plot_timbre_transfer
+from diffx.analysis.tones import hz_to_midi
 from diffx.functional import fft_convolve, filtered_noise, harmonic_synth, noise_reverb_ir
 from diffx.losses import MultiScaleSpectralLoss
 from diffx.losses.spectral import DDSP_FFT_SIZES
@@ -83,7 +94,16 @@ class TimbreTransfer(AudioTask):
         crepe_model: the f0 tracker the features came from (``"full"`` or ``"tiny"``); kept
             so that inference uses the same one, and used for the ``f0_error_cents`` metric.
         f0_metric: compute the CREPE-based metrics at validation (the slowest part of it).
-        example_seconds: length of the audio examples logged to TensorBoard.
+        example_seconds: length of the audio examples logged.
+        training_statistics: returns the training data's feature statistics
+            (:meth:`diffx.data.TimbreDataModule.statistics`: ``loudness_quantiles_db``,
+            ``mean_pitch_midi``, and the ``frame_rate_hz`` and ``crepe_model`` the features
+            were computed with, which must equal the model's); called when fitting starts (the
+            data is set up by then) and kept in the model's buffers, so that ``diffx timbre``
+            matches new audio to the training notes. The diffx CLI links it
+            (:func:`diffx.tasks.links.link_data_to_model`); in Python pass
+            ``training_statistics=data.statistics`` for a :class:`diffx.data.TimbreDataModule`
+            ``data``. ``None``: the buffers stay unset (NaN pitch).
     """
 
     def __init__(
@@ -103,9 +123,10 @@ class TimbreTransfer(AudioTask):
         crepe_model: str = "full",
         f0_metric: bool = True,
         example_seconds: float = 4.0,
+        training_statistics: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["training_statistics"])
         self.hop = frame_hop(sample_rate, frame_rate_hz)
         if crepe_model not in CREPE_MODELS:
             raise ValueError(f"crepe_model must be one of {CREPE_MODELS}, got {crepe_model!r}")
@@ -146,8 +167,7 @@ class TimbreTransfer(AudioTask):
         # in checkpoints): the loudness quantiles of its notes and their mean pitch.
         self.register_buffer("loudness_quantiles_db", torch.zeros(LOUDNESS_QUANTILES))
         self.register_buffer("mean_pitch_midi", torch.tensor(float("nan")))
-        self._sums: dict[str, float] = {}
-        self._example: tuple | None = None
+        self.training_statistics = training_statistics
 
     # -- synthesis ---------------------------------------------------------------------------
 
@@ -217,18 +237,21 @@ class TimbreTransfer(AudioTask):
         )
 
     def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        statistics = getattr(datamodule, "statistics", None)
-        if statistics is None:
+        if self.training_statistics is None:
             return
-        frame_rate = getattr(datamodule, "frame_rate_hz", self.frame_rate_hz)
-        tracker = getattr(datamodule, "crepe_model", self.crepe_model)
+        stats = self.training_statistics()
+        if not isinstance(stats, Mapping):
+            raise ValueError(
+                f"training_statistics gave a {type(stats).__name__}, not the statistics of a "
+                "TimbreDataModule: TimbreTransfer trains on one"
+            )
+        frame_rate = stats.get("frame_rate_hz", self.frame_rate_hz)
+        tracker = stats.get("crepe_model", self.crepe_model)
         if frame_rate != self.frame_rate_hz or tracker != self.crepe_model:
             raise ValueError(
                 f"the data's frame_rate_hz={frame_rate} and crepe_model={tracker!r} must equal "
                 f"the model's ({self.frame_rate_hz}, {self.crepe_model!r})"
             )
-        stats = statistics()
         self.loudness_quantiles_db.copy_(torch.as_tensor(stats["loudness_quantiles_db"]))
         self.mean_pitch_midi.fill_(float(stats["mean_pitch_midi"]))
 
@@ -267,20 +290,13 @@ class TimbreTransfer(AudioTask):
 
     def _accumulate(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, pred = self.evaluate(batch, with_f0=self.f0_metric)
-        for key, value in sums.items():
-            self._sums[key] = self._sums.get(key, 0.0) + value
-        if batch_idx == 0:
-            self._example = (
-                batch["audio"][0].detach().cpu(),
-                pred[0].detach().cpu(),
-                batch["f0_hz"][0].detach().cpu(),
-                batch["loudness_db"][0].detach().cpu(),
-            )
-
-    def on_validation_epoch_start(self) -> None:
-        self._sums = {}
-
-    on_test_epoch_start = on_validation_epoch_start
+        self.accumulate(sums)
+        self.keep_example(
+            target=batch["audio"][0].detach().cpu(),
+            resynthesis=pred[0].detach().cpu(),
+            f0_hz=batch["f0_hz"][0].detach().cpu(),
+            loudness_db=batch["loudness_db"][0].detach().cpu(),
+        )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._accumulate(batch, batch_idx)
@@ -289,15 +305,12 @@ class TimbreTransfer(AudioTask):
         self._accumulate(batch, batch_idx)
 
     def metrics(self) -> dict[str, float]:
-        """:data:`METRICS` from the sums accumulated over an evaluation."""
-        return summarize_errors(self._sums)
+        """:data:`METRICS` from the sums this process accumulated over an evaluation."""
+        return summarize_errors(self.evaluation_sums)
 
     def _log_metrics(self, stage: str) -> None:
-        # Under DDP each process holds the sums of its share of the evaluation set.
-        self._sums = self.sum_over_processes(self._sums)
-        metrics = self.metrics()
-        for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "spectral_loss")
+        metrics = summarize_errors(self.evaluation_totals())
+        self.log_metrics(stage, metrics, prog_bar="spectral_loss")
         if "spectral_loss" in metrics:  # the training objective, under every task's name
             self.log(f"{stage}/loss", metrics["spectral_loss"])
 
@@ -305,16 +318,18 @@ class TimbreTransfer(AudioTask):
         if self.trainer.sanity_checking:
             return
         self._log_metrics("val")
-        if self._example is None:
+        if self.evaluation_example is None:
             return
-        target, pred, f0_hz, loudness_db = self._example
+        example = self.evaluation_example
+        target, pred = example["target"], example["resynthesis"]  # (1, samples)
         n = round(self.example_seconds * self.sample_rate)
         self.log_audio("val/target", target[..., :n])
         self.log_audio("val/resynthesis", pred[..., :n])
         figure = plot_timbre_transfer(
             target[0].numpy(), pred[0].numpy(), self.sample_rate, self.frame_rate_hz,
-            f0_hz.numpy(), loudness_db.numpy(), titles=("recording", "resynthesis"),
-        )
+            example["f0_hz"].numpy(), example["loudness_db"].numpy(),
+            titles=("recording", "resynthesis"),
+        )  # fmt: skip
         self.log_figure("val/resynthesis", figure)
 
     def on_test_epoch_end(self) -> None:
@@ -342,3 +357,122 @@ def summarize_errors(sums: dict[str, float]) -> dict[str, float]:
         out["f0_error_cents"] = ratio("f0_abs_error_cents_sum", "voiced_frames")
         out["f0_within_50_cents"] = ratio("f0_within_50_cents", "voiced_frames")
     return {k: float(v) for k, v in out.items() if not np.isnan(v)}
+
+
+# -- playing new audio on a trained model ----------------------------------------------------
+
+
+@dataclass
+class TransferResult:
+    """What :func:`transfer_timbre` made, with the features it made it from.
+
+    ``audio (samples,)`` float32 at ``sample_rate``; the ``(frames,)`` arrays are the input's
+    measured features (``f0_hz``, ``confidence``, ``loudness_db``, ``note_mask``) and the
+    controls the model played (``f0_control_hz``, ``loudness_control_db``).
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    frame_rate_hz: int
+    f0_hz: np.ndarray
+    confidence: np.ndarray
+    loudness_db: np.ndarray
+    note_mask: np.ndarray
+    f0_control_hz: np.ndarray
+    loudness_control_db: np.ndarray
+    pitch_shift_octaves: float
+    suggested_octaves: int | None
+
+
+def suggest_octaves(mean_input_midi: float, mean_training_midi: float) -> int:
+    """Whole octaves that bring a mean pitch nearest the training data's (ties go up)."""
+    return int(math.floor((mean_training_midi - mean_input_midi) / 12.0 + 0.5))
+
+
+def transfer_timbre(
+    model,
+    audio: torch.Tensor,
+    pitch_shift_octaves: float | str = 0.0,
+    loudness_shift_db: float = 0.0,
+    auto_adjust: bool = True,
+    quiet_db: float = QUIET_DB,
+    noise_seed: int | None = 0,
+) -> TransferResult:
+    """Resynthesize ``audio (samples,)`` (mono, at ``model.sample_rate``) with ``model``.
+
+    Args:
+        model: a trained :class:`~diffx.tasks.TimbreTransfer`.
+        pitch_shift_octaves: octaves to move f0 by, or ``"auto"`` (see the module docs).
+        loudness_shift_db: dB added to the loudness after the automatic adjustment.
+        auto_adjust: map the note loudness onto the training data's and quiet the gaps.
+        quiet_db: dB taken off frames without a note by the automatic adjustment.
+        noise_seed: seed of the filtered noise (``None``: torch's global generator).
+
+    Raises:
+        ValueError: bad audio (NaN, Inf, empty), an unknown pitch shift, or ``auto`` without
+            training statistics in the checkpoint.
+    """
+    if not isinstance(audio, torch.Tensor) or audio.dim() != 1 or audio.numel() == 0:
+        raise ValueError("audio must be a non-empty 1-D tensor (mono samples)")
+    sample_rate, frame_rate = model.sample_rate, model.frame_rate_hz
+    f0_hz, confidence = crepe_pitch(audio, sample_rate, frame_rate, model=model.crepe_model)
+    loudness = a_weighted_loudness_db(audio, sample_rate, frame_rate)
+    f0_np, conf_np, ld_np = f0_hz.numpy(), confidence.numpy(), loudness.numpy()
+    mask, _ = detect_notes(ld_np, conf_np)
+
+    has_statistics = bool(torch.isfinite(model.mean_pitch_midi))
+    suggested = None
+    if has_statistics and mask.any():
+        mean_midi = float(hz_to_midi(torch.from_numpy(f0_np[mask])).mean())
+        suggested = suggest_octaves(mean_midi, float(model.mean_pitch_midi))
+
+    if pitch_shift_octaves == "auto":
+        if suggested is None:
+            raise ValueError(
+                "--pitch-shift auto needs notes in the input and the training data's pitch "
+                "statistics in the checkpoint (saved by `diffx fit` with a TimbreDataModule)"
+            )
+        pitch_shift_octaves = float(suggested)
+    try:
+        pitch_shift_octaves = float(pitch_shift_octaves)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"pitch shift must be a number of octaves or 'auto', got {pitch_shift_octaves!r}"
+        ) from None
+    if not math.isfinite(pitch_shift_octaves) or not math.isfinite(float(loudness_shift_db)):
+        raise ValueError("pitch and loudness shifts must be finite numbers")
+
+    control_db = ld_np.astype(np.float64)
+    if auto_adjust:
+        if has_statistics:
+            control_db, _ = adjust_loudness(
+                ld_np, conf_np, model.loudness_quantiles_db.numpy(), quiet_db=quiet_db
+            )
+        else:
+            warnings.warn(
+                "the checkpoint holds no training-loudness statistics; the loudness is not "
+                "adjusted",
+                stacklevel=2,
+            )
+    control_db = np.maximum(control_db + float(loudness_shift_db), LOUDNESS_FLOOR_DB)
+    control_f0 = f0_np.astype(np.float64) * 2.0**pitch_shift_octaves
+
+    with torch.no_grad():
+        out = model(
+            torch.from_numpy(control_f0).float()[None],
+            torch.from_numpy(control_db).float()[None],
+            noise_seed=noise_seed,
+        )["audio"]
+    return TransferResult(
+        audio=out[0, 0, : audio.numel()].numpy().astype(np.float32),
+        sample_rate=sample_rate,
+        frame_rate_hz=frame_rate,
+        f0_hz=f0_np,
+        confidence=conf_np,
+        loudness_db=ld_np,
+        note_mask=mask,
+        f0_control_hz=control_f0,
+        loudness_control_db=control_db,
+        pitch_shift_octaves=pitch_shift_octaves,
+        suggested_octaves=suggested,
+    )

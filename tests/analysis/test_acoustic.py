@@ -140,7 +140,7 @@ def test_world_analysis_finds_f0_and_the_filter_envelope():
 
 
 def test_world_round_trip_on_a_real_phrase():
-    from diffx.data.timbre import instrument_files
+    from diffx.data.timbre_transfer import instrument_files
     from diffx.io.audio import load_audio
 
     audio, _ = load_audio(instrument_files("violin", "test")[0], 16000, mono=True)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from diffx.analysis.alignment import apply_delay, estimate_response, parallel_mix
 from diffx.analysis.allpass_fit import (
     AllpassFit,
     PoleSet,
@@ -17,6 +16,7 @@ from diffx.analysis.allpass_fit import (
     unwarp_poles,
     warped_frequency,
 )
+from diffx.analysis.phase_alignment import apply_delay, estimate_response, parallel_mix
 
 SR = 44100
 

@@ -7,8 +7,8 @@ from torch.utils.data import DistributedSampler
 
 from diffx.data.postfilter import FeaturePair, RandomSegments
 from diffx.data.sampling import EpochSampler, EvalSampler, ResumableDataModule
-from diffx.data.style import CropPairs
-from diffx.data.timbre import RandomClips, Track
+from diffx.data.style_transfer import CropPairs
+from diffx.data.timbre_transfer import RandomClips, Track
 
 
 def test_eval_shares_cover_every_item_once():

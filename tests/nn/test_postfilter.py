@@ -8,7 +8,7 @@ from diffx.analysis.acoustic import gv_ratio_db
 from diffx.functional import moving_average
 from diffx.functional.postfilter import StreamLayout
 from diffx.nn import Conv2dDiscriminator, Conv2dPostFilter, GVPostFilter, MultiStreamPostFilter
-from diffx.postfilter import merge_postfilters
+from diffx.nn.postfilter import merge_postfilters
 
 LAYOUT = StreamLayout(("mgc", "lf0", "vuv", "bap"), (10, 1, 1, 2))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffx.analysis.style import style_metrics
-from diffx.cli import _build_cli
+from diffx.analysis.style_transfer import style_metrics
+from diffx.commands.train import build_cli
 from diffx.effects.proxy import NeuralProxy, save_proxy
-from diffx.stylize import load_style_run
+from diffx.tasks.runs import load_style_run
 from tests.test_cli import quick_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def load_script():
 
 def test_report_rows_match_direct_metrics(tmp_path, capsys):
     config = ROOT / "configs" / "style_transfer" / "quickstart.yaml"
-    cli = _build_cli(["fit", f"--config={config}", *quick_overrides(config, tmp_path, {})])
+    cli = build_cli(["fit", f"--config={config}", *quick_overrides(config, tmp_path, {})])
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     model, datamodule = load_style_run(ckpt)
     proxy = NeuralProxy.for_effect(model.chain.effects[1], n_blocks=2, channels=4, kernel_size=3)

@@ -23,7 +23,7 @@ def _command(subcommand: str, run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "diffx.cli",
+        "diffx.commands",
         subcommand,
         f"--config={QUICKSTART}",
         f"--trainer.logger.init_args.save_dir={run_dir}",

@@ -5,14 +5,13 @@ import pytest
 import scipy.signal
 import torch
 
-from diffx.align import fit_channel
-from diffx.analysis.alignment import apply_delay, parallel_mix
+from diffx.analysis.phase_alignment import apply_delay, parallel_mix
 from diffx.data import PhaseAlignmentDataModule
 from diffx.functional import allpass_cascade, allpass_sos
 from diffx.io import load_demo
 from diffx.nn import BiasNet
 from diffx.tasks import PhaseAlignment
-from diffx.tasks.phase_alignment import shift
+from diffx.tasks.phase_alignment import fit_channel, shift
 
 SR = 44100
 TRUE = dict(pole_radius=torch.tensor([0.9, 0.8, 0.95, 0.7]),
@@ -96,7 +95,7 @@ def test_every_loss_trains(guitar, losses):
     data = PhaseAlignmentDataModule.from_tensors(x[None], y[None], SR, crop_samples=4096,
                                                  batch_size=2, steps_per_epoch=3)  # fmt: skip
     task = PhaseAlignment(SR, BiasNet(SR, n_second=2, hidden_sizes=(16, 8)), losses=losses,
-                          export_stem=None)  # fmt: skip
+                          export_stem=None, measurement=data.measurement)  # fmt: skip
     trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0)  # fmt: skip
@@ -145,7 +144,7 @@ def test_data_module_needs_exactly_one_wet_source():
 def test_fit_resumes_from_the_last_checkpoint(tmp_path):
     from pathlib import Path
 
-    from diffx.cli import _build_cli
+    from diffx.commands.train import build_cli
 
     config = Path(__file__).resolve().parents[2] / "configs/phase_alignment/quickstart.yaml"
     common = [
@@ -155,18 +154,18 @@ def test_fit_resumes_from_the_last_checkpoint(tmp_path):
         "--trainer.check_val_every_n_epoch=1",
         "--data.init_args.steps_per_epoch=3",
     ]
-    _build_cli(["fit", *common, "--trainer.max_steps=6"])
+    build_cli(["fit", *common, "--trainer.max_steps=6"])
     last = tmp_path / "quickstart" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=False)
     assert saved["global_step"] == 6
     # Another seed: a fresh start would make other weights; a resumed run at its step limit
     # holds exactly the saved ones.
-    resumed = _build_cli(["fit", *common, "--seed_everything=1", "--trainer.max_steps=6",
+    resumed = build_cli(["fit", *common, "--seed_everything=1", "--trainer.max_steps=6",
                           "--ckpt_path=last"])  # fmt: skip
     assert resumed.trainer.global_step == 6
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, saved["state_dict"][name], msg=name)
-    fresh = _build_cli(["fit", *common, "--seed_everything=1", "--trainer.max_steps=1",
+    fresh = build_cli(["fit", *common, "--seed_everything=1", "--trainer.max_steps=1",
                         f"--trainer.logger.init_args.save_dir={tmp_path / 'fresh'}"])  # fmt: skip
     net = "cascade.second.0.input_bias"
     assert not torch.equal(fresh.model.state_dict()[net], saved["state_dict"][net])

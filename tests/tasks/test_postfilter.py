@@ -10,8 +10,8 @@ import torch
 from diffx.analysis.acoustic import gv_ratio_db
 from diffx.data.postfilter import FeatureScaler, PostFilterDataModule
 from diffx.nn import GVPostFilter
-from diffx.postfilter import load_postfilter
 from diffx.tasks import GANPostFilter
+from diffx.tasks.runs import load_postfilter
 from tests.data.test_postfilter import LAYOUT, write_pairs
 
 # 4 mgc dims after the offset: too few for the recipe's unpadded discriminator
@@ -39,7 +39,7 @@ def _pairs_with_train_as_valid(root):
 def test_fit_exports_and_the_gv_variant_reaches_the_natural_gv(tmp_path):
     root = _pairs_with_train_as_valid(tmp_path / "pairs")
     dm = PostFilterDataModule(str(root), segment_frames=128, batch_size=2, segments_per_epoch=4)
-    model = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY)
+    model = GANPostFilter(LAYOUT.to_dict(), settings=TINY, training_statistics=dm.statistics)
     trainer = _trainer(tmp_path, 4)
     trainer.fit(model, dm)
     assert trainer.global_step == 4  # two optimizer steps per batch
@@ -85,12 +85,15 @@ def test_resume_keeps_statistics_and_continues(tmp_path):
             str(root), segment_frames=128, batch_size=2, segments_per_epoch=4
         )
 
-    model = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY)
+    first = data()
+    model = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY,
+                          training_statistics=first.statistics)  # fmt: skip
     _trainer(tmp_path, 4, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)]).fit(
-        model, data()
+        model, first
     )
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
+    # Resumed without the data's statistics: the checkpoint's are used.
     resumed = GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY)
     trainer = _trainer(tmp_path, 8)
     trainer.fit(resumed, data(), ckpt_path=str(ckpt))
@@ -138,14 +141,17 @@ def test_bad_settings_are_named(tmp_path):
         GANPostFilter(adv_weight=float("nan"))
     root = _pairs_with_train_as_valid(tmp_path / "pairs")
     dm = PostFilterDataModule(str(root), segment_frames=128, batch_size=2, segments_per_epoch=2)
-    with pytest.raises(ValueError, match="differ from the model"):
-        _trainer(tmp_path, 2).fit(GANPostFilter(settings=TINY), dm)  # default 60-dim mgc
+    with pytest.raises(ValueError, match="differ from the model"):  # default 60-dim mgc
+        task = GANPostFilter(settings=TINY, training_statistics=dm.statistics)
+        _trainer(tmp_path, 2).fit(task, dm)
+    with pytest.raises(ValueError, match="training_statistics=data.statistics"):
+        _trainer(tmp_path, 2).fit(GANPostFilter(streams=LAYOUT.to_dict(), settings=TINY), dm)
 
 
 def test_gan_output_is_closer_to_natural_gv_on_shipped_pairs_after_training(postfilter_pairs):
     """Sanity of the direction of training on real pairs: a few hundred steps are not a
     trained post-filter, so only the GV post-filter's result is checked against natural here;
-    the GAN's numbers are in README (a full run)."""
+    the GAN's numbers are in docs/postfilter.md (a full run)."""
     dm = PostFilterDataModule(str(postfilter_pairs))
     dm.setup()
     gv = GVPostFilter(dm.natural_global_variance(), dm.layout, {"mgc": 2})

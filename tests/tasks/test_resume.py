@@ -32,7 +32,7 @@ def _command(run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "diffx.cli",
+        "diffx.commands",
         "fit",
         f"--config={QUICKSTART}",
         f"--trainer.logger.init_args.save_dir={run_dir}",

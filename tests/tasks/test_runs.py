@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import movable_config_text
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "effect_modeling" / "quickstart_lstm.yaml"
 
@@ -18,7 +20,7 @@ def _command(save_dir: Path, config: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "diffx.cli",
+        "diffx.commands",
         "fit",
         f"--config={config}",
         "--trainer.accelerator=cpu",
@@ -48,7 +50,9 @@ def _step(checkpoint: Path) -> int:
 def test_fit_resumes_after_sigkill(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(
-        QUICKSTART.read_text().replace("every_n_train_steps: 100", "every_n_train_steps: 8")
+        movable_config_text(QUICKSTART).replace(
+            "every_n_train_steps: 100", "every_n_train_steps: 8"
+        )
     )
     last = tmp_path / "logs" / "quickstart_lstm" / "checkpoints" / "last.ckpt"
     first = subprocess.Popen(

@@ -263,7 +263,7 @@ def test_evaluation_reports_model_and_input_metrics():
     for name in ("loss", "mrstft", "lufs_error_lu", "input_mrstft", "param_error"):
         assert metrics[name].shape == (2,) and torch.isfinite(metrics[name]).all(), name
     # The input's own metrics are those of the input against the target, computed directly.
-    from diffx.analysis.style import style_metrics
+    from diffx.analysis.style_transfer import style_metrics
 
     direct = style_metrics(batch["input"], batch["target"], SR)
     torch.testing.assert_close(metrics["input_mrstft"], direct["mrstft"])

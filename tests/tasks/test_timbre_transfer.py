@@ -11,8 +11,7 @@ from torch import nn
 
 from diffx.analysis.features import cents, crepe_pitch
 from diffx.tasks import TimbreTransfer
-from diffx.tasks.timbre_transfer import summarize_errors
-from diffx.timbre import suggest_octaves, timbre_transfer
+from diffx.tasks.timbre_transfer import suggest_octaves, summarize_errors, transfer_timbre
 
 SR = 16000
 HOP = 64
@@ -140,7 +139,7 @@ def test_transfer_keeps_the_pitch_and_shifts_it_by_octaves():
     model.eval()
     audio = voice()
     for octaves in (0.0, 1.0):
-        result = timbre_transfer(model, audio, pitch_shift_octaves=octaves, auto_adjust=False)
+        result = transfer_timbre(model, audio, pitch_shift_octaves=octaves, auto_adjust=False)
         assert result.audio.shape == audio.shape
         measured, _ = crepe_pitch(torch.from_numpy(result.audio), SR, model="tiny")
         voiced = result.note_mask
@@ -155,13 +154,13 @@ def test_auto_adjust_uses_the_training_statistics():
     model = small_model().eval()
     audio = voice()
     with pytest.warns(UserWarning, match="statistics"):
-        plain = timbre_transfer(model, audio)
+        plain = transfer_timbre(model, audio)
     np.testing.assert_allclose(plain.loudness_control_db, plain.loudness_db, atol=1e-4)
     with pytest.raises(ValueError, match="auto"):
-        timbre_transfer(model, audio, pitch_shift_octaves="auto")
+        transfer_timbre(model, audio, pitch_shift_octaves="auto")
     model.loudness_quantiles_db.copy_(torch.linspace(-30.0, -10.0, 101))
     model.mean_pitch_midi.fill_(79.0)  # two octaves above a speaking voice
-    result = timbre_transfer(model, audio, pitch_shift_octaves="auto", loudness_shift_db=-2.0)
+    result = transfer_timbre(model, audio, pitch_shift_octaves="auto", loudness_shift_db=-2.0)
     notes = result.loudness_control_db[result.note_mask]
     assert abs(np.median(notes) - (-20.0 - 2.0)) < 1.0
     assert result.suggested_octaves == result.pitch_shift_octaves
@@ -169,4 +168,4 @@ def test_auto_adjust_uses_the_training_statistics():
     assert result.suggested_octaves == int(np.floor((79.0 - midi.mean()) / 12 + 0.5))
     np.testing.assert_allclose(result.f0_control_hz, result.f0_hz * 2.0**result.pitch_shift_octaves)
     with pytest.raises(ValueError, match="octaves"):
-        timbre_transfer(model, audio, pitch_shift_octaves="up")
+        transfer_timbre(model, audio, pitch_shift_octaves="up")

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from diffx.data import StyleTransferDataModule
-from diffx.data.style import CropPairs, normalize_crops
+from diffx.data.style_transfer import CropPairs, normalize_crops
 from diffx.effects import Compressor, EffectChain, Gain, ParametricEQ
 
 SR = 16000

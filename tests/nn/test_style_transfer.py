@@ -11,7 +11,7 @@ import scipy.signal
 import torch
 
 from diffx.nn import Controller, SpectralEncoder, TCNEncoder
-from diffx.nn.style import (
+from diffx.nn.style_transfer import (
     FRAME_LEVEL_QUANTILES,
     LEVEL_BAND_LOW_HZ,
     LEVEL_SCALE_DB,

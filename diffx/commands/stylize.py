@@ -26,89 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffx._errors import (
-    USER_ERRORS,
-    CommandParser,
-    UserError,
-    check_checkpoint,
-    check_output_audio,
-    read_user_audio,
-    report,
-)
-
-CONFIG_NAME = "config.yaml"
+from diffx._errors import USER_ERRORS, UserError, check_checkpoint
+from diffx.commands._frontend import CommandParser, check_output_audio, read_user_audio, report
+from diffx.tasks.runs import CONFIG_NAME, load_style_model
 
 MIN_SECONDS = 0.4
 """The shortest input and reference: one BS.1770 loudness block (400 ms), which the
 loudness stage needs, and several frames of the encoder's STFT (1024 samples)."""
-
-
-def find_config(ckpt: Path) -> Path:
-    """The ``config.yaml`` that ``diffx fit`` saved beside ``ckpt`` (or one folder up)."""
-    for folder in (ckpt.parent, ckpt.parent.parent):
-        if (folder / CONFIG_NAME).is_file():
-            return folder / CONFIG_NAME
-    raise ValueError(
-        f"no {CONFIG_NAME} beside checkpoint {str(ckpt)!r} or in its parent folder; pass the "
-        "training config with --config"
-    )
-
-
-def load_style_model(ckpt: str | Path, config: str | Path | None = None):
-    """Rebuild a trained :class:`~diffx.tasks.StyleTransfer` from a checkpoint, in eval mode.
-
-    Raises: see :func:`load_style_run`.
-    """
-    return load_style_run(ckpt, config)[0]
-
-
-def load_style_run(ckpt: str | Path, config: str | Path | None = None):
-    """The trained model (eval mode) and its data module (not set up) from a checkpoint.
-
-    Raises:
-        ValueError: the checkpoint or config is missing or unreadable, or the config's model
-            is not a style-transfer model.
-    """
-    from diffx.cli import _build_cli
-    from diffx.tasks import StyleTransfer
-
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ValueError(f"checkpoint {str(ckpt)!r} does not exist")
-    config = Path(config) if config is not None else find_config(ckpt)
-    if not config.is_file():
-        raise ValueError(f"config {str(config)!r} does not exist")
-    import tempfile
-
-    import yaml
-
-    try:
-        spec = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"cannot read config {str(config)!r}: {error}") from error
-    if not isinstance(spec, dict) or "model" not in spec:
-        raise ValueError(f"{str(config)!r} is not a diffx training config (no model section)")
-    # A config saved by `diffx fit` also holds the subcommand's own keys (ckpt_path, ...).
-    spec = {k: v for k, v in spec.items() if k in ("model", "data", "trainer", "seed_everything")}
-    with tempfile.TemporaryDirectory() as folder:
-        clean = Path(folder) / CONFIG_NAME
-        clean.write_text(yaml.safe_dump(spec))
-        # The training config builds the same modules; the logger and callbacks are not needed.
-        cli = _build_cli(
-            ["--config", str(clean), "--trainer.logger=false", "--trainer.callbacks=null"],
-            run=False,
-        )
-    model = cli.model
-    if not isinstance(model, StyleTransfer):
-        raise ValueError(
-            f"{str(config)!r} configures {type(model).__name__}, not a StyleTransfer model"
-        )
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as error:  # noqa: BLE001 - report any unreadable checkpoint by name
-        raise ValueError(f"cannot read checkpoint {str(ckpt)!r}: {error}") from error
-    model.load_state_dict(state)
-    return model.eval(), cli.datamodule
 
 
 def format_parameters(parameters: list[tuple[str, float, str]]) -> str:

@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import diffx.data.timbre as timbre
+import diffx.data.timbre_transfer as timbre
 from diffx.data import TimbreDataModule, shipped_instruments
-from diffx.data.timbre import FixedClips, RandomClips, Track, instrument_files
+from diffx.data.timbre_transfer import FixedClips, RandomClips, Track, instrument_files
 from diffx.losses import a_weighting_db
 
 SR = 16000

@@ -27,170 +27,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffx._errors import (
-    USER_ERRORS,
-    CommandParser,
-    UserError,
-    check_checkpoint,
-    check_output_audio,
-    read_user_audio,
-    report,
-)
+from diffx._errors import USER_ERRORS, UserError
 from diffx.analysis.features import (
-    LOUDNESS_FLOOR_DB,
     QUIET_DB,
     a_weighted_loudness_db,
-    adjust_loudness,
     crepe_pitch,
-    detect_notes,
 )
-from diffx.analysis.tones import hz_to_midi
+from diffx.commands._frontend import CommandParser, check_output_audio, read_user_audio, report
+from diffx.tasks.runs import load_timbre_model
+from diffx.tasks.timbre_transfer import transfer_timbre
 
 MIN_SECONDS = 0.1
 """The shortest input: CREPE's analysis window is 1024 samples (64 ms at 16 kHz), and the
 ``--plot`` spectrograms need as much again; shorter files are refused before anything is
 written."""
-
-
-@dataclass
-class TransferResult:
-    """What :func:`timbre_transfer` made, with the features it made it from.
-
-    ``audio (samples,)`` float32 at ``sample_rate``; the ``(frames,)`` arrays are the input's
-    measured features (``f0_hz``, ``confidence``, ``loudness_db``, ``note_mask``) and the
-    controls the model played (``f0_control_hz``, ``loudness_control_db``).
-    """
-
-    audio: np.ndarray
-    sample_rate: int
-    frame_rate_hz: int
-    f0_hz: np.ndarray
-    confidence: np.ndarray
-    loudness_db: np.ndarray
-    note_mask: np.ndarray
-    f0_control_hz: np.ndarray
-    loudness_control_db: np.ndarray
-    pitch_shift_octaves: float
-    suggested_octaves: int | None
-
-
-def load_timbre_model(ckpt: str | Path):
-    """A trained :class:`~diffx.tasks.TimbreTransfer` from a checkpoint, on the CPU, in eval mode.
-
-    Raises:
-        UserError: no such file, or not a checkpoint (empty, truncated, another kind of file).
-        ValueError: a checkpoint, but not a timbre-transfer one.
-    """
-    from diffx.tasks import TimbreTransfer
-
-    path = check_checkpoint(ckpt, "--ckpt")  # missing, empty, truncated: named, not unpickled
-    try:
-        model = TimbreTransfer.load_from_checkpoint(path, map_location="cpu")
-    except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
-        raise ValueError(
-            f"{path} is not a TimbreTransfer checkpoint ({type(error).__name__}: {error})"
-        ) from error
-    return model.eval()
-
-
-def suggest_octaves(mean_input_midi: float, mean_training_midi: float) -> int:
-    """Whole octaves that bring a mean pitch nearest the training data's (ties go up)."""
-    return int(math.floor((mean_training_midi - mean_input_midi) / 12.0 + 0.5))
-
-
-def timbre_transfer(
-    model,
-    audio: torch.Tensor,
-    pitch_shift_octaves: float | str = 0.0,
-    loudness_shift_db: float = 0.0,
-    auto_adjust: bool = True,
-    quiet_db: float = QUIET_DB,
-    noise_seed: int | None = 0,
-) -> TransferResult:
-    """Resynthesize ``audio (samples,)`` (mono, at ``model.sample_rate``) with ``model``.
-
-    Args:
-        model: a trained :class:`~diffx.tasks.TimbreTransfer`.
-        pitch_shift_octaves: octaves to move f0 by, or ``"auto"`` (see the module docs).
-        loudness_shift_db: dB added to the loudness after the automatic adjustment.
-        auto_adjust: map the note loudness onto the training data's and quiet the gaps.
-        quiet_db: dB taken off frames without a note by the automatic adjustment.
-        noise_seed: seed of the filtered noise (``None``: torch's global generator).
-
-    Raises:
-        ValueError: bad audio (NaN, Inf, empty), an unknown pitch shift, or ``auto`` without
-            training statistics in the checkpoint.
-    """
-    if not isinstance(audio, torch.Tensor) or audio.dim() != 1 or audio.numel() == 0:
-        raise ValueError("audio must be a non-empty 1-D tensor (mono samples)")
-    sample_rate, frame_rate = model.sample_rate, model.frame_rate_hz
-    f0_hz, confidence = crepe_pitch(audio, sample_rate, frame_rate, model=model.crepe_model)
-    loudness = a_weighted_loudness_db(audio, sample_rate, frame_rate)
-    f0_np, conf_np, ld_np = f0_hz.numpy(), confidence.numpy(), loudness.numpy()
-    mask, _ = detect_notes(ld_np, conf_np)
-
-    has_statistics = bool(torch.isfinite(model.mean_pitch_midi))
-    suggested = None
-    if has_statistics and mask.any():
-        mean_midi = float(hz_to_midi(torch.from_numpy(f0_np[mask])).mean())
-        suggested = suggest_octaves(mean_midi, float(model.mean_pitch_midi))
-
-    if pitch_shift_octaves == "auto":
-        if suggested is None:
-            raise ValueError(
-                "--pitch-shift auto needs notes in the input and the training data's pitch "
-                "statistics in the checkpoint (saved by `diffx fit` with a TimbreDataModule)"
-            )
-        pitch_shift_octaves = float(suggested)
-    try:
-        pitch_shift_octaves = float(pitch_shift_octaves)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"pitch shift must be a number of octaves or 'auto', got {pitch_shift_octaves!r}"
-        ) from None
-    if not math.isfinite(pitch_shift_octaves) or not math.isfinite(float(loudness_shift_db)):
-        raise ValueError("pitch and loudness shifts must be finite numbers")
-
-    control_db = ld_np.astype(np.float64)
-    if auto_adjust:
-        if has_statistics:
-            control_db, _ = adjust_loudness(
-                ld_np, conf_np, model.loudness_quantiles_db.numpy(), quiet_db=quiet_db
-            )
-        else:
-            warnings.warn(
-                "the checkpoint holds no training-loudness statistics; the loudness is not "
-                "adjusted",
-                stacklevel=2,
-            )
-    control_db = np.maximum(control_db + float(loudness_shift_db), LOUDNESS_FLOOR_DB)
-    control_f0 = f0_np.astype(np.float64) * 2.0**pitch_shift_octaves
-
-    with torch.no_grad():
-        out = model(
-            torch.from_numpy(control_f0).float()[None],
-            torch.from_numpy(control_db).float()[None],
-            noise_seed=noise_seed,
-        )["audio"]
-    return TransferResult(
-        audio=out[0, 0, : audio.numel()].numpy().astype(np.float32),
-        sample_rate=sample_rate,
-        frame_rate_hz=frame_rate,
-        f0_hz=f0_np,
-        confidence=conf_np,
-        loudness_db=ld_np,
-        note_mask=mask,
-        f0_control_hz=control_f0,
-        loudness_control_db=control_db,
-        pitch_shift_octaves=pitch_shift_octaves,
-        suggested_octaves=suggested,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         read_user_audio(args.input, "--input", MIN_SECONDS)  # at its own rate: no resampling
         model = load_timbre_model(args.ckpt)
         audio, _ = read_user_audio(args.input, "--input", sample_rate=model.sample_rate, mono=True)
-        result = timbre_transfer(
+        result = transfer_timbre(
             model,
             audio[0],
             pitch_shift_octaves=args.pitch_shift,

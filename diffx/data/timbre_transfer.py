@@ -369,10 +369,13 @@ class TimbreDataModule(ResumableDataModule):
         if self.splits is None:
             self.splits = self._split()
 
-    def statistics(self) -> dict[str, np.ndarray | float]:
-        """:func:`feature_statistics` of the training split."""
+    def statistics(self) -> dict[str, np.ndarray | float | int | str]:
+        """:func:`feature_statistics` of the training split, with the ``frame_rate_hz`` and
+        ``crepe_model`` its features were computed with (what
+        :class:`diffx.tasks.TimbreTransfer` takes as ``training_statistics``)."""
         self.setup()
-        return feature_statistics(self.splits["train"])
+        statistics = feature_statistics(self.splits["train"])
+        return {**statistics, "frame_rate_hz": self.frame_rate_hz, "crepe_model": self.crepe_model}
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup()

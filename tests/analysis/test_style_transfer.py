@@ -1,4 +1,5 @@
-"""Tests of diffx.analysis.style against analytic values, numpy, pyloudnorm and auraloss."""
+"""Tests of diffx.analysis.style_transfer against analytic values, numpy, pyloudnorm and
+auraloss."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from scipy.signal import welch
 
-from diffx.analysis.style import (
+from diffx.analysis.style_transfer import (
     crest_factor_db,
     parameter_error,
     rule_based_match,

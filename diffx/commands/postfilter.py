@@ -25,26 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffx._errors import (
-    USER_ERRORS,
-    CommandParser,
-    UserError,
-    check_checkpoint,
-    check_output_audio,
-    read_user_audio,
-    report,
-)
+from diffx._errors import USER_ERRORS, UserError
 from diffx.analysis.acoustic import WorldSettings, world_analysis, world_synthesis
+from diffx.commands._frontend import CommandParser, check_output_audio, read_user_audio, report
 from diffx.functional.postfilter import StreamLayout
-from diffx.nn.postfilter import GVPostFilter, MultiStreamPostFilter
-
-MERGE_TOLERANCE = 1e-5
-"""Relative difference allowed between the scalers of post-filters that are merged."""
+from diffx.nn.postfilter import GVPostFilter, merge_postfilters
+from diffx.tasks.postfilter import enhance_features
+from diffx.tasks.runs import load_postfilter, save_postfilter
 
 MIN_SECONDS = 0.1
 """The shortest audio ``apply`` and ``pairs`` analyse: WORLD's f0 and spectral analysis
 windows span three periods of the lowest f0 searched (42 ms at 71 Hz); 0.1 s also gives
 :data:`MIN_FRAMES` frames of 5 ms."""
+
 
 MIN_FRAMES = 20
 """The fewest feature frames ``apply`` post-filters (0.1 s at 5 ms frames)."""
@@ -53,97 +46,6 @@ MIN_FRAMES = 20
 def _check_strength(strength: float) -> None:
     if not 0 <= strength < float("inf"):
         raise UserError(f"--strength must be a finite number >= 0, got {strength}")
-
-
-def load_postfilter(
-    path: str | Path, option: str = "--postfilter"
-) -> tuple[MultiStreamPostFilter, WorldSettings | None]:
-    """A trained post-filter from ``postfilter.pt`` (export or merge) or a ``GANPostFilter``
-    Lightning checkpoint, in eval mode, with its WORLD settings (``None`` if not WORLD's).
-
-    Raises:
-        UserError: a missing file or one that is not a checkpoint (named with ``option``).
-        ValueError: a checkpoint, but not a post-filter.
-    """
-    path = check_checkpoint(path, option)  # missing, empty, truncated: named, not unpickled
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ValueError(
-            f"{path}: not a readable post-filter ({type(err).__name__}: {err})"
-        ) from err
-    if isinstance(state, dict) and state.get("format") == "diffx-postfilter":
-        model = MultiStreamPostFilter.from_state(state)
-        world = WorldSettings(**state["world"]) if state.get("world") else None
-    elif isinstance(state, dict) and "state_dict" in state and "hyper_parameters" in state:
-        from diffx.tasks import GANPostFilter
-
-        try:
-            task = GANPostFilter.load_from_checkpoint(path, map_location="cpu")
-        except (TypeError, KeyError, RuntimeError) as err:
-            raise ValueError(f"{path}: not a GANPostFilter checkpoint ({err})") from err
-        model, world = task.postfilter, task.world
-    else:
-        raise ValueError(f"{path}: neither a postfilter.pt nor a GANPostFilter checkpoint")
-    return model.eval(), world
-
-
-def merge_postfilters(models: list[MultiStreamPostFilter]) -> MultiStreamPostFilter:
-    """One post-filter holding the generators of ``models`` (e.g. an ``mgc`` and a ``bap``
-    post-filter trained separately, NNSVS's recommended recipe).
-
-    Raises:
-        ValueError: different stream layouts or scalers, or a stream filtered twice.
-    """
-    if len(models) < 2:
-        raise ValueError("merging needs at least two post-filters")
-    first = models[0]
-    filters, offsets = {}, {}
-    for model in models:
-        if model.layout != first.layout:
-            raise ValueError(
-                f"stream layouts differ: {first.layout.to_dict()} vs {model.layout.to_dict()}"
-            )
-        for name in ("mean", "scale"):
-            a, b = getattr(first, name), getattr(model, name)
-            if not torch.allclose(a, b, rtol=MERGE_TOLERANCE, atol=MERGE_TOLERANCE):
-                raise ValueError(
-                    f"the post-filters were trained with different feature scalers ({name}); "
-                    "train them on the same pairs"
-                )
-        for stream, module in model.filters.items():
-            if stream in filters:
-                raise ValueError(f"stream {stream!r} is post-filtered by more than one input")
-            filters[stream], offsets[stream] = module, model.offsets[stream]
-    return MultiStreamPostFilter(first.layout, filters, offsets, first.mean, first.scale**2)
-
-
-def save_postfilter(
-    model: MultiStreamPostFilter, world: WorldSettings | None, path: str | Path
-) -> Path:
-    state = model.state()
-    state["world"] = world.to_dict() if world is not None else None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
-
-
-def enhance_features(
-    features: np.ndarray,
-    postfilter: MultiStreamPostFilter | None = None,
-    gv: GVPostFilter | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """Raw features ``(frames, dims)`` through the GAN post-filter (noise from ``seed``) and
-    then the GV post-filter, each when given."""
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
-    with torch.no_grad():
-        if postfilter is not None:
-            x = postfilter.eval()(x, torch.Generator().manual_seed(seed))
-        if gv is not None:
-            x = gv(x)
-    return x[0].numpy()
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -167,8 +69,9 @@ def _pairs(args) -> int:
 
     splits: dict[str, list] = {}
     if args.timbre_ckpt:
-        from diffx.data.timbre import SPLITS, instrument_files
-        from diffx.timbre import load_timbre_model, timbre_transfer
+        from diffx.data.timbre_transfer import SPLITS, instrument_files
+        from diffx.tasks.runs import load_timbre_model
+        from diffx.tasks.timbre_transfer import transfer_timbre
 
         model = load_timbre_model(args.timbre_ckpt)
         if args.sample_rate != model.sample_rate:
@@ -178,7 +81,7 @@ def _pairs(args) -> int:
         for split in SPLITS:
             for path in instrument_files(args.instrument, split):
                 audio, _ = load_audio(path, model.sample_rate, mono=True)
-                result = timbre_transfer(model, audio[0], auto_adjust=False, noise_seed=0)
+                result = transfer_timbre(model, audio[0], auto_adjust=False, noise_seed=0)
                 splits.setdefault(split, []).append((path.stem, result.audio, audio[0].numpy()))
     else:
         if not (args.predicted and args.natural):

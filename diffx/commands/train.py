@@ -1,85 +1,22 @@
-"""The ``diffx`` console script.
+"""``diffx fit``, ``validate``, ``test``, ``predict``: train and evaluate a task from YAML.
 
-Subcommands:
-    fit, validate, test, predict   train and evaluate a task from YAML (LightningCLI), e.g.
-                                   ``diffx fit --config configs/antialias/quickstart_lstm.yaml``;
-                                   ``diffx fit --config ... --ckpt_path last`` resumes a run.
-    demo                           run the core effects on the shipped demo audio; write audio
-                                   files and plots.
-    align                          phase-align a dry recording to a processed one with allpass
-                                   filters (``diffx align --dry d.wav --wet w.wav --out a.wav``).
-    stylize                        process a recording in the style of a reference with a
-                                   trained style-transfer model (``diffx stylize --input in.wav
-                                   --reference ref.wav --ckpt model.ckpt --out out.wav``).
+    diffx fit --config configs/style_transfer/quickstart.yaml [--key value ...]
+    diffx fit --config ... --ckpt_path last        # resume the run where it stopped
+    diffx test --config ... --ckpt_path outputs/<task>/<run>/checkpoints/last.ckpt
 
 Every task config names a model (``model.class_path``: a LightningModule in
-:mod:`diffx.tasks`) and a data module (``data.class_path``: :mod:`diffx.data`). The data
-module's ``sample_rate`` is linked to the model's, so it is written once. Unknown keys are
-errors that name the key. The config is saved beside the checkpoints of every run.
+:mod:`diffx.tasks`) and a data module (``data.class_path``: :mod:`diffx.data`); the values the
+task takes from its data (the sample rate, ...) are linked (:class:`diffx.tasks.runs.TaskCLI`),
+so each is written once. Unknown keys are errors that name the key. The config is saved beside
+the checkpoints of every run.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
-from diffx import __version__
-
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def _demo(argv: list[str]) -> int:
-    from diffx._errors import CommandParser, report
-    from diffx.demo import MIN_SECONDS
-
-    parser = CommandParser(
-        prog="diffx demo", description="run the core effects on the shipped demo audio"
-    )
-    parser.add_argument(
-        "--out", default="outputs/demo", help="output folder (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seconds",
-        type=float,
-        default=6.0,
-        help=f"length of each demo clip in seconds (at least {MIN_SECONDS:g})",
-    )
-    args = parser.parse_args(argv)
-    # Checked here, before the output folder is made.
-    if not MIN_SECONDS <= args.seconds < float("inf"):
-        return report("demo", f"--seconds must be a number >= {MIN_SECONDS:g}, got {args.seconds}")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        return report("demo", f"--out {args.out} is a file, not a folder")
-    from diffx.demo import run_demo
-
-    run_demo(args.out, seconds=args.seconds)
-    return 0
-
-
-def _usage() -> str:
-    return (
-        f"diffx {__version__}\n\n"
-        "usage: diffx {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]\n"
-        "       diffx demo [--out DIR] [--seconds S]\n"
-        "       diffx align --dry DRY.wav --wet WET.wav --out ALIGNED.wav [options]\n"
-        "       diffx stylize --input IN.wav --reference REF.wav --ckpt MODEL.ckpt "
-        "--out OUT.wav\n"
-        "       diffx timbre --input IN.wav --ckpt MODEL.ckpt --out OUT.wav "
-        "[--pitch-shift OCTAVES|auto] [--loudness-shift DB]\n"
-        "       diffx postfilter {pairs,gv,merge,apply} ... (see diffx postfilter --help)\n\n"
-        "  fit       train a task (add --ckpt_path last to resume)\n"
-        "  validate  run the validation metrics of a task on a checkpoint (--ckpt_path)\n"
-        "  test      run the test metrics\n"
-        "  predict   process audio with a trained task\n"
-        "  demo      run the core effects on the shipped demo audio\n"
-        "  align     phase-align a dry recording to a processed one (allpass filters)\n"
-        "  stylize   process a recording in the style of a reference (trained model)\n"
-        "  timbre    play a recording's melody on a trained DDSP instrument\n"
-        "  postfilter  make feature pairs, GV statistics; merge and apply post-filters\n\n"
-        "`diffx fit --help` lists every option; configs live in configs/<task>/."
-    )
-
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 """``--ckpt_path`` values that Lightning resolves itself (``registry:...`` too)."""
@@ -108,59 +45,13 @@ def _check_configs(argv: list[str]) -> None:
             raise UserError(message) from error
 
 
-def summarize_parser_error(message: str) -> str:
-    """One line from jsonargparse's nested error report: the full config key, the class it
-    configures, and the innermost complaint, e.g. ``data.init_args.effect (diffx.effects.
-    ParametricEQ): Option 'drive' is not accepted``. A one-line message is returned as it is."""
-    from diffx._errors import one_line
-
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return one_line(message)
-    keys: list[str] = []
-    cls, leaf, given, after_class = None, None, None, False
-    for line in lines:
-        text = line[2:] if line.startswith("- ") else line
-        key = re.fullmatch(r'Parser key "(.+)":', text)
-        problem = re.fullmatch(r"Problem with given class_path '(.+)':", text)
-        if leaf is not None:
-            if given is None and text.startswith("Given value:"):
-                given = text.split(":", 1)[1].strip()
-            continue
-        if key:
-            keys += ["init_args", key.group(1)] if after_class else [key.group(1)]
-            after_class = False
-        elif problem:
-            cls, after_class = problem.group(1), True
-        elif text.startswith("Subtypes:") and not keys:
-            # an error while instantiating: the union's base class tells model from data
-            if "LightningDataModule" in text:
-                keys.append("data")
-            elif "LightningModule" in text:
-                keys.append("model")
-        elif text.startswith(("Does not validate against", "Subtypes:", "Errors:", "Given value")):
-            continue
-        elif text != "Expected a <class 'NoneType'>":
-            leaf = text
-    if leaf is None:
-        return one_line(message)
-    if cls is None:
-        found = re.search(r"class_path='([\w.]+)'", message)
-        cls = found.group(1) if found else None
-    where = ".".join(keys)
-    if cls and (after_class or not where.count(".")):
-        where = f"{where} ({cls})" if where else cls
-    if given and not given.startswith(("NestedArg(", "Namespace(")) and given not in leaf:
-        leaf = f"{leaf} (got {given})"
-    return one_line(f"{where}: {leaf}" if where else leaf)
-
-
-def _build_cli(args: list[str] | None, run: bool = True):
+def build_cli(args: list[str] | None, run: bool = True):
     """The LightningCLI of ``diffx fit/validate/test/predict`` (``run=False``: parse and
     instantiate only, with no subcommand in ``args``).
 
-    A user's mistake (see :mod:`diffx._errors`) is found before anything is written: a parse
-    error (unknown key, value of the wrong type) prints one line and exits with status 2; a
+    A user's mistake (see :mod:`diffx.commands._frontend`) is found before anything is
+    written: a parse error (unknown key, value of the wrong type) prints one line and exits
+    with status 2; a
     value a class refuses, a missing or damaged ``--ckpt_path``, and files the data module
     cannot use raise :class:`~diffx._errors.UserError` before the run starts (the logger
     makes its folder and event file, and the config is saved, only once the run starts).
@@ -168,12 +59,12 @@ def _build_cli(args: list[str] | None, run: bool = True):
     # Imported here so `diffx demo` and `diffx --help` stay fast.
     import warnings
 
-    import pytorch_lightning as pl
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+    from pytorch_lightning.cli import LightningArgumentParser, SaveConfigCallback
 
     from diffx._errors import USER_ERRORS, UserError, check_checkpoint, one_line
+    from diffx.tasks.runs import TASK_CLI_KWARGS, TaskCLI, summarize_parser_error
 
     # The tasks step the optimizer once per TBPTT frame (manual optimization), and their
     # checkpoints are meant to hold the weights after the step; Lightning's warning about
@@ -214,10 +105,8 @@ def _build_cli(args: list[str] | None, run: bool = True):
             error = error.__cause__
         return isinstance(error, (*USER_ERRORS, MisconfigurationException))
 
-    class DiffxCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            # One sample rate per run: the data module's, handed to the task.
-            parser.link_arguments("data.init_args.sample_rate", "model.init_args.sample_rate")
+    class DiffxCLI(TaskCLI):
+        """The task CLI (links and all) with the front end's checks and one-line errors."""
 
         def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)
@@ -299,60 +188,26 @@ def _build_cli(args: list[str] | None, run: bool = True):
             self._before_run()
 
     return DiffxCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
+        **TASK_CLI_KWARGS,
         save_config_callback=ConfigBesideCheckpoints,
         save_config_kwargs={"overwrite": True},
         parser_class=OneLineErrorParser,
         args=args,
         run=run,
-        auto_configure_optimizers=False,
         parser_kwargs={"prog": "diffx"},
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    if argv[0] == "--version":
-        print(f"diffx {__version__}")
-        return 0
-    if argv[0] == "demo":
-        return _demo(argv[1:])
-    if argv[0] == "align":
-        from diffx.align import main as align_main
-
-        return align_main(argv[1:])
-    if argv[0] == "stylize":
-        from diffx.stylize import main as stylize_main
-
-        return stylize_main(argv[1:])
-    if argv[0] == "postfilter":
-        from diffx.postfilter import main as postfilter_main
-
-        return postfilter_main(argv[1:])
-    if argv[0] == "timbre":
-        from diffx.timbre import main as timbre_main
-
-        return timbre_main(argv[1:])
-    if argv[0] not in TRAINING_SUBCOMMANDS:
-        print(f"diffx: unknown subcommand {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    from diffx._errors import UserError, report
+def main(argv: list[str], from_command_line: bool = False) -> int:
+    """Run ``diffx <subcommand> ...`` (``argv[0]`` in :data:`TRAINING_SUBCOMMANDS`); returns
+    the exit status. From the shell (``from_command_line``) LightningCLI reads ``sys.argv``
+    itself, which its DDP launcher runs again in every process."""
+    from diffx._errors import UserError
+    from diffx.commands._frontend import report
 
     try:
         _check_configs(argv[1:])
-        # From the shell LightningCLI reads sys.argv itself (its DDP launcher re-runs it).
-        _build_cli(None if from_command_line else argv)
+        build_cli(None if from_command_line else argv)
     except UserError as error:  # raised before the run starts, so nothing was written
         return report(argv[0], error)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

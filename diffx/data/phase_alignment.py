@@ -8,7 +8,7 @@ a test signal (``effect`` alone, ``probe="noise"`` or ``"sweep"``): the last is 
 At setup the module
 
 1. finds the bulk alignment, the integer lag and polarity that maximize the cross-correlation
-   (:func:`diffx.analysis.alignment.integer_delay`), and shifts the dry by it, so the filter
+   (:func:`diffx.analysis.phase_alignment.integer_delay`), and shifts the dry by it, so the filter
    only has the frequency-dependent remainder to learn;
 2. estimates the transfer function from the shifted dry to the wet (Welch; phase, coherence,
    cross-power), which the frequency-domain losses fit;
@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from diffx._validation import check_integer
-from diffx.analysis.alignment import (
+from diffx.analysis.phase_alignment import (
     PROBES,
     DelayEstimate,
     ResponseEstimate,
@@ -237,6 +237,13 @@ class PhaseAlignmentDataModule(ResumableDataModule):
             self.dry_aligned, self.wet, self.crop_samples,
             self.steps_per_epoch * self.batch_size, self.seed,
         )  # fmt: skip
+
+    def measurement(self) -> tuple[ResponseEstimate, DelayEstimate]:
+        """``(response, bulk)``: the transfer function from the bulk-aligned dry to the wet,
+        and the bulk alignment (integer lag, polarity); set up on first use. What
+        :class:`diffx.tasks.PhaseAlignment` takes as ``measurement``."""
+        self.setup()
+        return self.response, self.bulk
 
     def train_dataloader(self) -> DataLoader:
         # The crops are the same every epoch, in order; the sampler makes a resumed run

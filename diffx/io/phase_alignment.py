@@ -66,7 +66,7 @@ class Alignment:
         The length is kept: a positive delay pushes the end of the signal out, a negative one
         fills the end with zeros.
         """
-        from diffx.analysis.alignment import apply_delay
+        from diffx.analysis.phase_alignment import apply_delay
 
         x = np.asarray(dry, dtype=np.float64)
         y = scipy.signal.sosfilt(self.sos, x, axis=-1) if len(self.sos) else x

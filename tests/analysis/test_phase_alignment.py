@@ -7,7 +7,7 @@ import pytest
 import scipy.signal
 import torch
 
-from diffx.analysis.alignment import (
+from diffx.analysis.phase_alignment import (
     apply_delay,
     comb_loss_db,
     estimate_response,

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from diffx import functional as F
+from diffx.commands._frontend import CommandParser, report
 from diffx.io import load_demo, save_audio
 
 SAMPLE_RATE = 44100
@@ -291,3 +292,26 @@ def run_demo(out: str | Path = "outputs/demo", seconds: float = 6.0) -> list[Pat
     for path in written:
         print(f"  {path}")
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandParser(
+        prog="diffx demo", description="run the core effects on the shipped demo audio"
+    )
+    parser.add_argument(
+        "--out", default="outputs/demo", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=6.0,
+        help=f"length of each demo clip in seconds (at least {MIN_SECONDS:g})",
+    )
+    args = parser.parse_args(argv)
+    # Checked here, before the output folder is made.
+    if not MIN_SECONDS <= args.seconds < float("inf"):
+        return report("demo", f"--seconds must be a number >= {MIN_SECONDS:g}, got {args.seconds}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return report("demo", f"--out {args.out} is a file, not a folder")
+    run_demo(args.out, seconds=args.seconds)
+    return 0

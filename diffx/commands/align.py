@@ -7,7 +7,7 @@ with as little comb filtering as possible, keeps whichever sums best (a delay al
 and writes
 
 - ``aligned.wav``: the aligned dry (the wet's channel count; 24-bit unless the dry is float);
-- ``aligned.json``: the filter, per channel (:mod:`diffx.io.alignment`; reusable from Python
+- ``aligned.json``: the filter, per channel (:mod:`diffx.io.phase_alignment`; reusable from Python
   with :func:`diffx.io.load_alignment` and ``Alignment.apply``);
 - ``aligned.png``: the measured and fitted phase response and group delay.
 
@@ -17,7 +17,7 @@ Methods (``--method``):
   design of every order up to ``2 * --sections`` poles from the measured phase, refined by
   Levenberg-Marquardt, the fewest poles that fit kept. Deterministic, a few seconds per
   channel on one core; on the generated suite of ``benchmarks/bench_align.py`` it finds the phase of
-  known cascades of up to 8 sections (see the README).
+  known cascades of up to 8 sections (see docs/phase_alignment.md).
 - ``biasnet``: the method of Bargum et al. (2023), a :class:`diffx.nn.BiasNet` cascade trained
   by gradient descent (:class:`diffx.tasks.PhaseAlignment`; four second-order sections by
   default, and a single first-order section tried as well). Slow, and it settles in local
@@ -39,259 +39,21 @@ stderr and exit status 2, and nothing is written.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffx._errors import USER_ERRORS, CommandParser, UserError, check_output_audio, report
-from diffx.analysis.alignment import (
-    DelayEstimate,
-    MixReport,
+from diffx._errors import USER_ERRORS, UserError
+from diffx.analysis.allpass_fit import MIN_PAIR_SAMPLES
+from diffx.analysis.phase_alignment import (
     apply_delay,
-    fractional_delay_estimate,
-    integer_delay,
-    max_lag_samples,
-    parallel_mix,
 )
-from diffx.analysis.allpass_fit import MIN_PAIR_SAMPLES, fit_pair
-from diffx.io.alignment import Alignment, save_alignments
-
-CLIP_LEVEL = 0.999
-"""Samples at or above this magnitude count as clipped."""
-
-
-@dataclass
-class ChannelResult:
-    """One channel's alignment and its parallel-mix tests (dry as given, integer delay, full)."""
-
-    alignment: Alignment
-    before: MixReport
-    integer_delay: MixReport
-    after: MixReport
-
-
-def clipped_fraction(audio: torch.Tensor) -> float:
-    """Share of samples in runs of at least 3 consecutive samples at full scale."""
-    at_limit = (audio.abs() >= CLIP_LEVEL).numpy()
-    if not at_limit.any():
-        return 0.0
-    run = at_limit[..., 2:] & at_limit[..., 1:-1] & at_limit[..., :-2]
-    return float(run.sum()) / at_limit.size
-
-
-def check_layout(dry: torch.Tensor, wet: torch.Tensor, dry_name="dry", wet_name="wet") -> None:
-    """Refuse what cannot be aligned channel by channel, naming the culprit: channel counts
-    that neither match nor have a mono side, and silent channels. Both ``(channels, samples)``.
-    """
-    channels = max(dry.shape[0], wet.shape[0])
-    if dry.shape[0] not in (1, channels) or wet.shape[0] not in (1, channels):
-        raise ValueError(
-            f"{dry_name} has {dry.shape[0]} channels and {wet_name} {wet.shape[0]}: give "
-            "equal channel counts, or a mono file on one side"
-        )
-    for name, audio in ((dry_name, dry), (wet_name, wet)):
-        for c in range(audio.shape[0]):
-            if not bool(audio[c].abs().max() > 0):
-                raise ValueError(f"{name} is silent (channel {c}): there is nothing to align")
-
-
-def _fit_once(
-    dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses, learning_rate,
-    delay_learning_rate, unwrapped_steps, weighting, seed, progress, log_dir,
-):  # fmt: skip
-    import pytorch_lightning as pl
-
-    from diffx.data.alignment import PhaseAlignmentDataModule
-    from diffx.nn.biasnet import BiasNet
-    from diffx.tasks.phase_alignment import PhaseAlignment
-
-    # Lightning's start-up lines (accelerators, tips) would repeat for every fit.
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    torch.manual_seed(seed)
-    data = PhaseAlignmentDataModule.from_tensors(
-        dry.reshape(1, -1), wet.reshape(1, -1), sample_rate,
-        bulk_delay_samples=int(bulk.delay_samples), polarity=bulk.polarity, seed=seed,
-    )  # fmt: skip
-    cascade = BiasNet(sample_rate, kind, n_second=n_second, n_first=n_first, stretch=stretch)
-    task = PhaseAlignment(
-        sample_rate, cascade, losses=losses, learning_rate=learning_rate,
-        delay_learning_rate=delay_learning_rate, unwrapped_steps=unwrapped_steps,
-        weighting=weighting, export_stem=None, init="network",
-    )  # fmt: skip
-    logger = pl.loggers.TensorBoardLogger(str(log_dir), name="", version="") if log_dir else False
-    with warnings.catch_warnings():
-        # One pair, no validation loop, a fixed number of crops: Lightning's hints about
-        # data-loader workers and missing validation do not apply.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*val_dataloader.*")
-        # A deprecation inside Lightning's own pytree helper, repeated at every fit.
-        warnings.filterwarnings("ignore", ".*LeafSpec.*")
-        trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_steps=steps, logger=logger,
-            enable_checkpointing=False, enable_progress_bar=progress,
-            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-            log_every_n_steps=50,
-        )  # fmt: skip
-        trainer.fit(task, datamodule=data)
-    return task
-
-
-def bulk_candidates(dry, wet, sample_rate: int, max_delay_ms: float) -> list[DelayEstimate]:
-    """Where the cascade may start: the cross-correlation peak, and no delay with either
-    polarity.
-
-    The peak is not always the right start. An allpass with a large group delay at low
-    frequencies correlates best with its input several samples late; starting there leaves
-    the cascade a phase it cannot produce (an advance), while starting at lag 0 it can match
-    the phase exactly. A tonal signal also correlates about as well one period later.
-    """
-    peak = integer_delay(dry, wet, max_delay_samples=max_lag_samples(max_delay_ms, sample_rate))
-    candidates = [peak]
-    for polarity in (1, -1):
-        if (peak.delay_samples, peak.polarity) != (0.0, polarity):
-            candidates.append(DelayEstimate(0.0, polarity, 0.0))
-    return candidates
-
-
-def fit_channel(
-    dry: torch.Tensor,
-    wet: torch.Tensor,
-    sample_rate: int,
-    kind: str = "second_order",
-    n_second: int = 4,
-    n_first: int = 0,
-    stretch: int | None = None,
-    steps: int = 1000,
-    losses: dict[str, float] | None = None,
-    learning_rate: float = 1e-4,
-    delay_learning_rate: float = 1e-3,
-    unwrapped_steps: int = 500,
-    weighting: str = "cross_power",
-    max_delay_ms: float = 100.0,
-    search_bulk: bool = True,
-    fallback_to_delay: bool = True,
-    seed: int = 0,
-    progress: bool = True,
-    log_dir: str | Path | None = None,
-):
-    """Fit one channel: ``dry`` and ``wet`` ``(samples,)`` or ``(1, samples)``, same length.
-
-    With ``search_bulk`` the cascade is fitted from each of :func:`bulk_candidates` and the fit
-    whose aligned dry loses least energy in the parallel mix with the wet (the comb-filter
-    loss on the whole signal) is kept; otherwise it starts from the cross-correlation peak.
-    With ``fallback_to_delay``, when the best delay alone (cross-correlation peak refined to a
-    fraction of a sample) sums better than every cascade, as for effects whose phase leads
-    (an allpass can only lag), that delay is returned with no sections. Other arguments configure
-    :class:`diffx.nn.BiasNet` and :class:`diffx.tasks.PhaseAlignment`.
-
-    Returns:
-        ``(alignment, task)``: the :class:`~diffx.io.alignment.Alignment` and the trained
-        task (for its figure and targets).
-    """
-    candidates = bulk_candidates(dry.reshape(-1), wet.reshape(-1), sample_rate, max_delay_ms)
-    if not search_bulk:
-        candidates = candidates[:1]
-    best, best_score = None, math.inf
-    for bulk in candidates:
-        task = _fit_once(
-            dry, wet, sample_rate, bulk, kind, n_second, n_first, stretch, steps, losses,
-            learning_rate, delay_learning_rate, unwrapped_steps, weighting, seed, progress,
-            log_dir,
-        )  # fmt: skip
-        aligned = task.alignment().apply(dry.reshape(-1).double().numpy())
-        score = -parallel_mix(aligned, wet.reshape(-1)).comb_loss_db
-        if score < best_score:
-            best, best_score = task, score
-    alignment = best.alignment()
-    if fallback_to_delay:
-        x = dry.reshape(-1).double().numpy()
-        max_lag = max_lag_samples(max_delay_ms, sample_rate)
-        delay = fractional_delay_estimate(x, wet.reshape(-1), max_delay_samples=max_lag)
-        delayed = apply_delay(x, delay.delay_samples, delay.polarity)
-        if -parallel_mix(delayed, wet.reshape(-1)).comb_loss_db < best_score:
-            alignment = Alignment(sample_rate, delay.polarity, delay.delay_samples,
-                                  np.zeros((0, 6)), kind="none")  # fmt: skip
-    return alignment, best
-
-
-METHODS = ("fit", "biasnet")
-
-
-def fit_channel_direct(
-    dry: torch.Tensor,
-    wet: torch.Tensor,
-    sample_rate: int,
-    max_sections: int = 8,
-    weighting: str = "auto",
-    max_delay_ms: float = 100.0,
-    fallback_to_delay: bool = True,
-) -> Alignment:
-    """Fit one channel with :func:`diffx.analysis.allpass_fit.fit_pair` (``--method fit``):
-    ``dry`` and ``wet`` ``(samples,)``, same length. Deterministic."""
-    fit = fit_pair(
-        dry.reshape(-1).double().numpy(), wet.reshape(-1).double().numpy(), sample_rate,
-        max_sections=max_sections, weighting=weighting,
-        max_delay_samples=max_lag_samples(max_delay_ms, sample_rate),
-        fallback_to_delay=fallback_to_delay,
-    )  # fmt: skip
-    return Alignment.from_fit(fit)
-
-
-def align(
-    dry: torch.Tensor,
-    wet: torch.Tensor,
-    sample_rate: int,
-    method: str = "fit",
-    try_first_order: bool = True,
-    **fit_kwargs,
-) -> list[ChannelResult]:
-    """Align every channel: ``dry`` ``(1 or C, samples)`` to ``wet`` ``(1 or C, samples)``.
-
-    A mono side is used for every channel of the other; equal lengths are required.
-
-    ``method="fit"`` (default): keyword arguments go to :func:`fit_channel_direct`.
-    ``method="biasnet"``: they go to :func:`fit_channel`; with ``try_first_order`` a single
-    first-order section is fitted too and kept when it sums better (on effects whose phase
-    leads it often beats larger second-order cascades, which fall into local minima there).
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if dry.shape[-1] != wet.shape[-1]:
-        raise ValueError(f"dry and wet differ in length: {dry.shape[-1]} and {wet.shape[-1]}")
-    check_layout(dry, wet)
-    max_lag = max_lag_samples(fit_kwargs.get("max_delay_ms", 100.0), sample_rate)
-    results = []
-    for c in range(max(dry.shape[0], wet.shape[0])):
-        x = dry[min(c, dry.shape[0] - 1)].double()
-        y = wet[min(c, wet.shape[0] - 1)].double()
-        if method == "fit":
-            alignment = fit_channel_direct(x, y, sample_rate, **fit_kwargs)
-        else:
-            alignment, _ = fit_channel(x, y, sample_rate, **fit_kwargs)
-        after = parallel_mix(alignment.apply(x.numpy()), y)
-        if (method == "biasnet" and try_first_order
-                and fit_kwargs.get("kind", "second_order") != "first_order"):  # fmt: skip
-            simple = {**fit_kwargs, "kind": "first_order", "n_second": 0, "n_first": 1}
-            other, _ = fit_channel(x, y, sample_rate, **simple)
-            other_mix = parallel_mix(other.apply(x.numpy()), y)
-            if other_mix.comb_loss_db > after.comb_loss_db:
-                alignment, after = other, other_mix
-        bulk = integer_delay(x, y, max_delay_samples=max_lag)
-        delayed = apply_delay(x, bulk.delay_samples, bulk.polarity)
-        results.append(ChannelResult(
-            alignment=alignment,
-            before=parallel_mix(x, y),
-            integer_delay=parallel_mix(delayed, y),
-            after=after,
-        ))  # fmt: skip
-    return results
+from diffx.commands._frontend import CommandParser, check_output_audio, report
+from diffx.io.phase_alignment import save_alignments
+from diffx.tasks.phase_alignment import METHODS, align, check_layout, clipped_fraction
 
 
 def _read(path: str, what: str, sample_rate: int | None = None):
@@ -467,7 +229,7 @@ def _run(args) -> int:
 
 def _figure(results, dry, wet, length, sample_rate, path) -> None:
     """Phase and group delay of channel 0's fit against its measurement."""
-    from diffx.analysis.alignment import apply_delay, estimate_response
+    from diffx.analysis.phase_alignment import estimate_response
     from diffx.analysis.plots import plot_phase_alignment
     from diffx.functional import group_delay, phase_response
 
