@@ -256,20 +256,44 @@ def test_validate_uses_the_checkpoint(tmp_path, teachers):
     )
 
 
-def test_sample_rate_is_linked_from_data_to_model(tmp_path, teachers):
-    config = ROOT / "configs" / "effect_modeling" / "quickstart_lstm.yaml"
+@pytest.mark.parametrize(
+    "task, config, inner",
+    [
+        ("effect_modeling", "quickstart_lstm", ["model.model", "datamodule.effect"]),
+        ("phase_alignment", "quickstart", ["model.cascade", "datamodule.effect"]),
+        ("style_transfer", "quickstart", ["model.encoder"]),
+    ],
+)
+def test_sample_rate_is_linked_from_data_to_model(tmp_path, teachers, task, config, inner):
+    # One value on the command line reaches the task and every network or effect built
+    # inside the task and the data (a chain's effects give their own: one at 48 kHz here).
+    chain = (
+        '{"class_path": "diffx.effects.EffectChain", "init_args": {"names": ["eq"], "effects": '
+        '[{"class_path": "diffx.effects.ParametricEQ", "init_args": {"sample_rate": 48000}}]}}'
+    )
+    chains = [f"--{where}.init_args.chain={chain}" for where in ("model", "data")]
     cli = build_cli(
         [
-            f"--config={config}",
+            f"--config={ROOT / 'configs' / task / config}.yaml",
             "--data.init_args.sample_rate=48000",
-            "--data.init_args.effect.init_args.sample_rate=48000",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *(chains if task == "style_transfer" else []),
         ],
         run=False,
     )
     assert cli.datamodule.sample_rate == 48000
     assert cli.model.sample_rate == 48000
-    assert cli.model.model.sample_rate == 48000
+    for path in inner:
+        owner, name = path.split(".")
+        assert getattr(getattr(cli, owner), name).sample_rate == 48000, path
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_an_experiment_writes_its_sample_rate_once(config):
+    # The data's; the task and what is built inside either are linked to it.
+    rates = [line for line in config.read_text().splitlines()
+             if line.split("#")[0].strip().startswith("sample_rate:")]  # fmt: skip
+    assert len(rates) <= 1, rates
 
 
 def test_unknown_config_key_is_named(tmp_path, capsys):

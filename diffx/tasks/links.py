@@ -11,6 +11,10 @@ data module                    task argument                task               a
 =============================  ===========================  =================  ===========
 ``init_args.sample_rate``      ``sample_rate``              every task with    parse
                                                             a sample rate
+``init_args.sample_rate``      the encoder's, the cascade's StyleTransfer,     parse
+                                                            PhaseAlignment
+``init_args.sample_rate``      (its own ``effect`` and      (the data module)  parse
+                               ``reference_effect``)
 ``chain`` (the instance)       ``data_chain``               StyleTransfer      instantiate
 ``statistics`` (its method)    ``training_statistics``      TimbreTransfer,    instantiate
                                                             GANPostFilter
@@ -53,6 +57,15 @@ if TYPE_CHECKING:
 DATA_TO_MODEL_LINKS = (
     # (source in the data module, target in the task, applied on)
     ("data.init_args.sample_rate", "model.init_args.sample_rate", "parse"),
+    # The same rate for the networks and effects built inside the task and the data: the
+    # style encoder, the allpass cascade, the device an effect-modeling or anti-aliasing run
+    # learns. (The effects in a chain's list cannot be reached by a link: a chain at another
+    # rate than the data's is refused by the task, naming it.)
+    ("data.init_args.sample_rate", "model.init_args.encoder.init_args.sample_rate", "parse"),
+    ("data.init_args.sample_rate", "model.init_args.cascade.init_args.sample_rate", "parse"),
+    ("data.init_args.sample_rate", "data.init_args.effect.init_args.sample_rate", "parse"),
+    ("data.init_args.sample_rate", "data.init_args.reference_effect.init_args.sample_rate",
+     "parse"),  # fmt: skip
     ("data.chain", "model.init_args.data_chain", "instantiate"),
     ("data.statistics", "model.init_args.training_statistics", "instantiate"),
     ("data.measurement", "model.init_args.measurement", "instantiate"),
