@@ -111,7 +111,6 @@ def quick_overrides(
             "--data.init_args.batch_size=2",
             "--data.init_args.crepe_model=tiny",
             f"--data.init_args.cache_dir={feature_cache}",
-            "--model.init_args.crepe_model=tiny",
             "--model.init_args.hidden_size=16",
             "--model.init_args.gru_size=16",
             "--model.init_args.reverb_seconds=0.1",

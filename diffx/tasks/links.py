@@ -15,6 +15,8 @@ data module                    task argument                task               a
                                                             PhaseAlignment
 ``init_args.sample_rate``      (its own ``effect`` and      (the data module)  parse
                                ``reference_effect``)
+``init_args.frame_rate_hz``,   ``frame_rate_hz``,           TimbreTransfer     parse
+``init_args.crepe_model``      ``crepe_model``
 ``chain`` (the instance)       ``data_chain``               StyleTransfer      instantiate
 ``statistics`` (its method)    ``training_statistics``      TimbreTransfer,    instantiate
                                                             GANPostFilter
@@ -66,6 +68,10 @@ DATA_TO_MODEL_LINKS = (
     ("data.init_args.sample_rate", "data.init_args.effect.init_args.sample_rate", "parse"),
     ("data.init_args.sample_rate", "data.init_args.reference_effect.init_args.sample_rate",
      "parse"),  # fmt: skip
+    # The timbre model's frames and pitch tracker are those its training features were made
+    # with (the task also checks the data's statistics against them).
+    ("data.init_args.frame_rate_hz", "model.init_args.frame_rate_hz", "parse"),
+    ("data.init_args.crepe_model", "model.init_args.crepe_model", "parse"),
     ("data.chain", "model.init_args.data_chain", "instantiate"),
     ("data.statistics", "model.init_args.training_statistics", "instantiate"),
     ("data.measurement", "model.init_args.measurement", "instantiate"),
