@@ -10,6 +10,7 @@ scripts and notebooks use to get a trained model back.
 
 from __future__ import annotations
 
+import argparse
 import re
 import tempfile
 from pathlib import Path
@@ -165,13 +166,10 @@ def build_from_config(config: str | Path, overrides: list[str] | None = None):
             run=False,
             parser_kwargs={"exit_on_error": False},
         )
-    except Exception as error:
-        # jsonargparse's parse errors and what a class refuses (wrapped in its ValueError)
-        cause = error
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if not isinstance(cause, (ValueError, TypeError, KeyError)) and cause is not error:
-            raise
+    except (argparse.ArgumentError, ValueError, FileNotFoundError) as error:
+        # jsonargparse's parse errors (an unknown key, a value of the wrong type, a missing
+        # included file), and what a class refuses when it is built (the library's
+        # ValueError); another error from inside a class is a bug and keeps its traceback.
         message = summarize_parser_error(str(error)).replace(str(clean), str(config))
         raise ValueError(f"config {str(config)!r}: {message}") from error
     finally:
