@@ -295,6 +295,7 @@ def run_demo(out: str | Path = "outputs/demo", seconds: float = 6.0) -> list[Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``diffx demo [--out DIR] [--seconds S]``; returns the exit status."""
     parser = CommandParser(
         prog="diffx demo", description="run the core effects on the shipped demo audio"
     )
