@@ -16,8 +16,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 """``--ckpt_path`` values that Lightning resolves itself (``registry:...`` too)."""
 
@@ -199,8 +197,8 @@ def build_cli(args: list[str] | None, run: bool = True):
 
 
 def main(argv: list[str], from_command_line: bool = False) -> int:
-    """Run ``diffx <subcommand> ...`` (``argv[0]`` in :data:`TRAINING_SUBCOMMANDS`); returns
-    the exit status. From the shell (``from_command_line``) LightningCLI reads ``sys.argv``
+    """Run ``diffx <subcommand> ...`` (``argv[0]``: ``fit``, ``validate``, ``test`` or
+    ``predict``); returns the exit status. From the shell (``from_command_line``) LightningCLI reads ``sys.argv``
     itself, which its DDP launcher runs again in every process."""
     from diffx._errors import UserError
     from diffx.commands._frontend import report
