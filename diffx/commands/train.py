@@ -198,8 +198,9 @@ def build_cli(args: list[str] | None, run: bool = True):
 
 def main(argv: list[str], from_command_line: bool = False) -> int:
     """Run ``diffx <subcommand> ...`` (``argv[0]``: ``fit``, ``validate``, ``test`` or
-    ``predict``); returns the exit status. From the shell (``from_command_line``) LightningCLI reads ``sys.argv``
-    itself, which its DDP launcher runs again in every process."""
+    ``predict``); returns the exit status. From the shell (``from_command_line``)
+    LightningCLI reads ``sys.argv`` itself, which its DDP launcher runs again in every
+    process."""
     from diffx._errors import UserError
     from diffx.commands._frontend import report
 
