@@ -340,9 +340,13 @@ def main() -> None:
             rows = results.setdefault((op_name, cfg), {})
             for lib, impl in op.impls.items():
                 row = rows.setdefault(lib, {"note": impl.note})
-                why = peers.diffx_available(lib, op_name) if impl.is_diffx else None
+                if impl.is_diffx:
+                    why = peers.diffx_available(lib, op_name)
+                else:
+                    why = peers.peer_missing(impl)  # an optional peer that does not import
                 if why:
                     row.update(fwd="skipped", bwd="skipped", note=why)
+                    print(f"{op_name:10s} {batch:3d}x{samples:<7d} {lib:13s} skipped: {why}")
                     continue
                 est = sec_per_sample.get(lib, 0.0) * batch * samples
                 if est > MAX_CALL_S:
@@ -381,6 +385,8 @@ def main() -> None:
                 if not impl.differentiable:
                     continue
                 if impl.is_diffx and peers.diffx_available(lib, op_name):
+                    continue
+                if peers.peer_missing(impl):
                     continue
                 m = measure_memory(op_name, lib, *mem_config)
                 memory.setdefault(op_name, {})[lib] = m

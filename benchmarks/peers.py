@@ -17,6 +17,17 @@ Peers (installed with ``pip install --no-deps`` so that torch is not replaced):
   ``fsm`` (FIR of 4000 taps, the default) and ``ssm`` back ends are both timed.
 - torchcomp: ``compexp_gain`` (attack/release ballistics on the linear gain), hard knee.
 - scipy: ``sosfilt`` on float32 NumPy arrays, forward only, one call per batch item.
+- philtorch (optional; same author as torchlpc): ``philtorch.lti.lfilter`` per second-order
+  section, a chain like torchlpc's (exact, C++ ``lti_recurN`` kernel on CPU, OpenMP over the
+  batch under torch's own ``libgomp``, so ``torch.set_num_threads`` applies). Its PyPI wheels
+  pin the torch minor they were built for (0.7.0: ``torch==2.14.*``) and refuse to import next
+  to another one, so build it from source against the installed torch (CPU-only when torch has
+  no CUDA; several minutes with one compile job)::
+
+      pip install "setuptools>=77.0.3" "setuptools_scm>=8" wheel
+      MAX_JOBS=1 pip install --no-deps --no-build-isolation --no-binary=philtorch philtorch==0.7.0
+
+  Without philtorch (or with a wheel that refuses to import) its rows say ``skipped`` and why.
 
 GRAFX imports ``torchaudio`` at module import for its ``lfilter`` back end only. No torchaudio
 build exists for this torch, so :func:`_import_grafx` installs a stub module that raises if that
@@ -25,6 +36,7 @@ back end is ever used; the back ends benchmarked here never call it.
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 import types
@@ -64,6 +76,8 @@ class Impl:
             implementation's algorithm; ``None`` means the op's scipy reference.
         note: what the implementation is (algorithm, back end, deviations).
         is_diffx: the library under test.
+        requires: module an optional peer needs; the benchmark skips the entry, saying why,
+            when it does not import (see :func:`peer_missing`).
     """
 
     fn: Callable[[torch.Tensor, Params], torch.Tensor | np.ndarray]
@@ -71,6 +85,7 @@ class Impl:
     reference: Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray] | None = None
     note: str = ""
     is_diffx: bool = False
+    requires: str | None = None
 
 
 @dataclass
@@ -177,6 +192,36 @@ def torchlpc_chain(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
     for k in range(sos.shape[1]):
         x = _torchlpc_biquad(x, sos[:, k])
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# philtorch: exact chains of biquads, one lfilter call per section
+
+
+def philtorch_chain(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
+    """``philtorch.lti.lfilter`` (transposed direct form II, ``ssm`` back end) per section."""
+    from philtorch.lti import lfilter
+
+    B, _, T = x.shape
+    y = x.reshape(B, T)
+    for k in range(sos.shape[1]):
+        norm = sos[:, k] / sos[:, k, 3:4]  # lfilter's a omits a0 = 1
+        y = lfilter(norm[:, :3], norm[:, 4:6], y)
+    return y.reshape(B, 1, T)
+
+
+_PHILTORCH_NOTE = "lti.lfilter per section (tdf2, C++ lti_recurN; exact)"
+
+
+def peer_missing(impl: Impl) -> str | None:
+    """``None`` if the optional peer ``impl.requires`` imports, else why it cannot run."""
+    if impl.requires is None:
+        return None
+    try:
+        importlib.import_module(impl.requires)
+    except (ImportError, OSError) as err:  # OSError: an extension built for another torch
+        return f"{impl.requires} not importable ({err}); see benchmarks/peers.py docstring"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,6 +395,13 @@ BIQUAD = Op(
             ),
             note="sample_wise_lpc + conv1d FIR (exact)",
         ),
+        "philtorch": Impl(
+            lambda x, p: philtorch_chain(
+                x, rbj("peaking", p["freq_hz"], p["gain_db"], p["q"])[:, None]
+            ),
+            note=_PHILTORCH_NOTE,
+            requires="philtorch",
+        ),
         "dasp-pytorch": Impl(_biquad_dasp, note="signal.biquad + lfilter_via_fsm (FSM)"),
         "grafx-fsm": Impl(
             _lazy(lambda: _grafx_peaking("fsm")), note="PeakingFilter, fsm back end (4000 taps)"
@@ -428,6 +480,11 @@ PEQ = Op(
         "diffx": Impl(_diffx_peq, note="parametric_eq()", is_diffx=True),
         "torchlpc": Impl(
             lambda x, p: torchlpc_chain(x, peq_sos(p)), note="chain of 6 exact torchlpc biquads"
+        ),
+        "philtorch": Impl(
+            lambda x, p: philtorch_chain(x, peq_sos(p)),
+            note=f"6 sections: {_PHILTORCH_NOTE}",
+            requires="philtorch",
         ),
         "dasp-pytorch": Impl(_peq_dasp, note="functional.parametric_eq (FSM)"),
         "grafx-fsm": Impl(
@@ -639,6 +696,11 @@ ALLPASS = Op(
         "torchlpc": Impl(
             lambda x, p: torchlpc_chain(x, p["sos"]), note="chain of 8 exact torchlpc biquads"
         ),
+        "philtorch": Impl(
+            lambda x, p: philtorch_chain(x, p["sos"]),
+            note=f"8 sections: {_PHILTORCH_NOTE}",
+            requires="philtorch",
+        ),
         "dasp-pytorch": Impl(_dasp_sos, note="signal.sosfilt_via_fsm (FSM)"),
         "grafx-fsm": Impl(_lazy(lambda: _grafx_iir("fsm")), note="core.IIRFilter, fsm (4000 taps)"),
         "grafx-ssm": Impl(_lazy(lambda: _grafx_iir("ssm")), note="core.IIRFilter, ssm back end"),
@@ -653,5 +715,5 @@ ALLPASS = Op(
 OPS = {op.name: op for op in (PEQ, COMPRESSOR, BIQUAD, ALLPASS)}
 
 # Distribution names for the version table (import name -> distribution).
-PEER_DISTRIBUTIONS = ("torchlpc", "torchcomp", "dasp-pytorch", "grafx", "einops",
+PEER_DISTRIBUTIONS = ("torchlpc", "philtorch", "torchcomp", "dasp-pytorch", "grafx", "einops",
                       "torch-geometric", "numba", "numpy", "scipy")  # fmt: skip

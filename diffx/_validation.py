@@ -38,8 +38,20 @@ def check_audio(x: torch.Tensor, name: str = "x", min_dim: int = 3) -> torch.Ten
     return x
 
 
+def has_values(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds values to check: a ``meta`` tensor has a shape and a dtype only.
+
+    The value checks of this module pass meta tensors unchecked, so the pure-tensor ops run
+    on the meta device for shape and dtype inference (tests/test_devices.py); the shape checks
+    still run.
+    """
+    return x.device.type != "meta"
+
+
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf."""
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (never for a meta tensor: no values)."""
+    if not has_values(x):
+        return x
     # A sum is finite only if every element is (NaN propagates, +Inf + -Inf is NaN), and it is
     # ~1000x faster than torch.isfinite(x).all() on the CPU here. A finite tensor whose sum
     # overflows takes the exact path below and passes it.
@@ -86,6 +98,8 @@ def as_param(
             f"{tuple(t.shape)}"
         )
     check_finite(t.detach(), name)
+    if not has_values(t):
+        return t
     if low is not None and bool((t < low).any()):
         raise ValueError(f"{name} must be >= {low}, got min {float(t.min()):.6g}")
     if high is not None and bool((t > high).any()):
@@ -131,3 +145,45 @@ def check_integer(value: int, name: str, minimum: int = 0) -> int:
     if result < minimum:
         raise ValueError(message)
     return result
+
+
+# Device types whose tensors cannot hold float64. Apple's MPS is the one torch has today: its
+# kernels (Metal) have no double type, and torch raises a TypeError naming no op when asked.
+_NO_FLOAT64_DEVICE_TYPES = frozenset({"mps"})
+
+
+def supports_float64(device: torch.device | str) -> bool:
+    """Whether tensors on ``device`` can hold float64 (all of torch's devices but Apple MPS)."""
+    return torch.device(device).type not in _NO_FLOAT64_DEVICE_TYPES
+
+
+def wide_dtype(device: torch.device | str, what: str) -> torch.dtype:
+    """The dtype of diffx's wider-than-audio work on ``device``: always ``torch.float64``.
+
+    Some ops compute part of their work in float64 whatever the audio's dtype, because float32
+    is not merely less precise there but wrong: filter designs near the unit circle, the chunk
+    states of the parallel IIR scan for poles near z = 1, phase accumulated over seconds. Every
+    such cast on a tensor's own device goes through this function, which refuses a device
+    without float64 (Apple MPS) with an error naming the op, instead of silently computing in
+    float32 (a wrong answer) or letting torch fail with a message that names no op. Work that
+    only reads values back for reporting moves them to the CPU first instead.
+
+    Args:
+        device: the device of the tensors the work runs on.
+        what: the op and the work that needs float64, for the message, e.g.
+            ``"sosfilt's filter states"``.
+
+    Returns:
+        ``torch.float64``.
+
+    Raises:
+        ValueError: ``device`` cannot hold float64; the message names ``what`` and the device
+            and says to run the op on the CPU or a CUDA device.
+    """
+    if not supports_float64(device):
+        raise ValueError(
+            f"{what} are computed in float64, which the {torch.device(device)} device does not "
+            "support (float32 is not accurate enough there); run this op on the CPU or a CUDA "
+            "device (move its inputs with .cpu())"
+        )
+    return torch.float64

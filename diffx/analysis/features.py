@@ -19,7 +19,7 @@ import types
 import numpy as np
 import torch
 
-from diffx._validation import check_finite
+from diffx._validation import check_finite, wide_dtype
 from diffx.functional.resampling import resample
 from diffx.losses.filters import a_weighting_db
 
@@ -309,7 +309,7 @@ def _viterbi_bins(activations: torch.Tensor) -> torch.Tensor:
     jump = np.abs(np.subtract.outer(np.arange(n_bins), np.arange(n_bins)))
     transition = np.maximum(CREPE_VITERBI_REACH_BINS - jump, 0).astype(np.float64)
     transition /= transition.sum(axis=1, keepdims=True)
-    probs = torch.nan_to_num(activations.detach().double(), neginf=0.0).clamp_min(0.0).cpu()
+    probs = torch.nan_to_num(activations.detach().cpu().double(), neginf=0.0).clamp_min(0.0)
     # A small floor keeps an all-silent frame from zeroing every path.
     probs = probs + 1e-12
     probs = (probs / probs.sum(dim=1, keepdim=True)).numpy()
@@ -330,11 +330,12 @@ def _local_average_hz(activations: torch.Tensor, bins: torch.Tensor) -> torch.Te
     index = bins.long()[:, None, :] + offsets[None, :, None]  # (batch, 9, frames)
     inside = (index >= 0) & (index < n_bins)
     index = index.clamp(0, n_bins - 1)
-    probs = torch.nan_to_num(activations.double(), neginf=0.0).clamp_min(0.0)
+    wide = wide_dtype(activations.device, "CREPE's f0 decoding")
+    probs = torch.nan_to_num(activations.to(wide), neginf=0.0).clamp_min(0.0)
     weights = probs.gather(1, index) * inside
-    bin_cents = CREPE_FIRST_BIN_CENTS + CREPE_CENTS_PER_BIN * index.double()
+    bin_cents = CREPE_FIRST_BIN_CENTS + CREPE_CENTS_PER_BIN * index.to(wide)
     total = weights.sum(dim=1)
-    centre = CREPE_FIRST_BIN_CENTS + CREPE_CENTS_PER_BIN * bins.double()
+    centre = CREPE_FIRST_BIN_CENTS + CREPE_CENTS_PER_BIN * bins.to(wide)
     # A frame whose window holds no activation at all (outside fmin..fmax) keeps its bin.
     cents_value = torch.where(
         total > 0, (weights * bin_cents).sum(dim=1) / total.clamp_min(1e-30), centre

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from scipy.signal.windows import chebwin
 
-from diffx._validation import check_finite, check_sample_rate
+from diffx._validation import check_finite, check_sample_rate, wide_dtype
 
 #: Side-lobe attenuation of the Chebyshev analysis window, as in Carson et al. (DAFx 2025).
 WINDOW_ATTENUATION_DB = 120.0
@@ -300,6 +300,9 @@ def _analyse(
     x2 = _signal_2d(x)
     batch, n = x2.shape
     device, real_dtype = x2.device, x2.dtype
+    # Frequencies, window tables and phases below are float64 on x's device whatever its dtype
+    # (see the module docstring); refuse a device without float64 here, by name.
+    wide_dtype(device, "harmonic_analysis's frequencies and window tables")
     complex_dtype = torch.complex128 if real_dtype == torch.float64 else torch.complex64
     f0 = _fundamentals(f0_hz, batch, sample_rate, n, attenuation).to(device)
 
@@ -405,7 +408,8 @@ def synthesise_harmonics(
     n = analysis.num_samples if num_samples is None else int(num_samples)
     if n < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
-    per_sample = analysis.harmonic_hz.to(torch.float64) / analysis.sample_rate
+    wide = wide_dtype(analysis.harmonic_hz.device, "harmonic_synthesis' frequencies")
+    per_sample = analysis.harmonic_hz.to(wide) / analysis.sample_rate
     amps = analysis.amplitudes * analysis.mask
     return _Synthesiser(per_sample, n, amps.dtype)(analysis.dc, amps)
 

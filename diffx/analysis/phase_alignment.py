@@ -391,7 +391,7 @@ def measure_effect_response(
             f"effect must return a tensor of {x.size} samples, got "
             f"{getattr(y, 'shape', type(y).__name__)}"
         )
-    y = y.detach().double().reshape(-1).cpu().numpy()
+    y = y.detach().cpu().double().reshape(-1).numpy()
     if not np.isfinite(y).all():
         raise ValueError("effect produced NaN or Inf samples on the test signal")
     x = x.astype(np.float32).astype(np.float64)  # what the effect actually heard

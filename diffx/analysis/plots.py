@@ -190,7 +190,7 @@ def plot_spectra(
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
     for name, audio in signals.items():
-        x = audio.detach().double().reshape(-1).cpu().numpy()
+        x = audio.detach().cpu().double().reshape(-1).numpy()
         if x.size < n_fft:
             raise ValueError(f"signal {name!r} has {x.size} samples, fewer than n_fft={n_fft}")
         freqs, psd = welch(x, fs=sample_rate, window="hann", nperseg=n_fft, scaling="spectrum")

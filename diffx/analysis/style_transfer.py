@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from diffx import functional as F
-from diffx._validation import check_audio, check_integer, check_sample_rate
+from diffx._validation import check_audio, check_integer, check_sample_rate, wide_dtype
 from diffx.effects.base import Effect
 from diffx.effects.processors import Compressor, ParametricEQ
 from diffx.losses.loudness import BLOCK_S, CHANNEL_WEIGHTS, SILENCE_LUFS, pyloudnorm_loudness
@@ -495,7 +495,9 @@ def rule_based_match(
     B = x.shape[0]
     eq, comp = ParametricEQ(sr), Compressor(sr)  # the chain's two stages, default ranges
     dev = x.device
-    x64, ref64 = x.to(torch.float64), reference.to(device=dev, dtype=torch.float64)
+    # The fits and searches run in float64 (as the rest of this module) on x's device.
+    wide = wide_dtype(dev, "rule_based_match's fits")
+    x64, ref64 = x.to(wide), reference.to(device=dev, dtype=wide)
 
     lufs_x, lufs_ref = pyloudnorm_loudness(x, sr), pyloudnorm_loudness(reference, sr)
     active_np = np.isfinite(lufs_x) & np.isfinite(lufs_ref)
@@ -510,7 +512,7 @@ def rule_based_match(
     audible = (x_db > x_db.amax(-1, keepdim=True) - FIT_RANGE_DB) & (
         ref_db > ref_db.amax(-1, keepdim=True) - FIT_RANGE_DB
     )
-    weight = (audible & active[:, None]).to(torch.float64)
+    weight = (audible & active[:, None]).to(wide)
     ratio_db = ref_db - x_db
     level_db = _safe_ratio((weight * ratio_db).sum(-1), weight.sum(-1))
     target_db = (ratio_db - level_db[:, None]).clamp(-TARGET_LIMIT_DB, TARGET_LIMIT_DB)
@@ -522,28 +524,28 @@ def rule_based_match(
     # 2. compressor from the crest factors
     specs = {spec.name: spec for spec in comp.param_specs}
     # measured in the dtype of x, as the output will be
-    crest_eq = crest_factor_db(equalized).double()
+    crest_eq = crest_factor_db(equalized).to(wide)
     crest_ref = crest_factor_db(ref64)
     compress = active & (crest_eq - crest_ref > CREST_TOLERANCE_DB)
     threshold_spec, ratio_spec = specs["threshold_db"], specs["ratio"]
     threshold_db = torch.where(
         compress,
-        _rms_db(equalized.double()).clamp(threshold_spec.minimum, threshold_spec.maximum),
+        _rms_db(equalized.to(wide)).clamp(threshold_spec.minimum, threshold_spec.maximum),
         threshold_spec.maximum,
     )
     physical = {
         "threshold_db": threshold_db,
-        "ratio": torch.ones(B, dtype=torch.float64, device=dev),
-        "attack_ms": torch.full((B,), ATTACK_MS, dtype=torch.float64, device=dev),
-        "release_ms": torch.full((B,), RELEASE_MS, dtype=torch.float64, device=dev),
-        "knee_db": torch.full((B,), KNEE_DB, dtype=torch.float64, device=dev),
-        "makeup_gain_db": torch.zeros(B, dtype=torch.float64, device=dev),
+        "ratio": torch.ones(B, dtype=wide, device=dev),
+        "attack_ms": torch.full((B,), ATTACK_MS, dtype=wide, device=dev),
+        "release_ms": torch.full((B,), RELEASE_MS, dtype=wide, device=dev),
+        "knee_db": torch.full((B,), KNEE_DB, dtype=wide, device=dev),
+        "makeup_gain_db": torch.zeros(B, dtype=wide, device=dev),
     }
     if bool(compress.any()):
         # Bisection assumes the crest factor falls as the ratio grows; where it does not (peaks
         # that slip through the attack), the best ratio tried is kept, ratio 1 included, so the
         # compressor never moves the crest factor away from the reference's.
-        low = torch.zeros(B, dtype=torch.float64, device=dev)
+        low = torch.zeros(B, dtype=wide, device=dev)
         high = torch.full_like(low, math.log(ratio_spec.maximum))
         best_ratio = torch.ones_like(low)
         best_miss = (crest_eq - crest_ref).abs()
@@ -551,7 +553,7 @@ def rule_based_match(
             middle = 0.5 * (low + high)
             ratio = torch.where(compress, middle.exp(), 1.0)
             trial = {k: v.to(x.dtype) for k, v in dict(physical, ratio=ratio).items()}
-            crest = crest_factor_db(comp.process(equalized, **trial)).double()
+            crest = crest_factor_db(comp.process(equalized, **trial)).to(wide)
             miss = (crest - crest_ref).abs()
             better = compress & (miss < best_miss)
             best_ratio = torch.where(better, ratio, best_ratio)
@@ -567,7 +569,7 @@ def rule_based_match(
     makeup_spec = specs["makeup_gain_db"]
     makeup = np.where(active_np & np.isfinite(lufs_out), lufs_ref - lufs_out, 0.0)
     makeup = np.clip(makeup, makeup_spec.minimum, makeup_spec.maximum)
-    physical["makeup_gain_db"] = torch.as_tensor(makeup, dtype=torch.float64, device=dev)
+    physical["makeup_gain_db"] = torch.as_tensor(makeup, dtype=wide, device=dev)
     comp_params = _normalized(comp, physical, x)
     return comp(equalized, comp_params), torch.cat([eq_params, comp_params], dim=1)
 

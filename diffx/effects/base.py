@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from diffx._validation import check_audio, check_sample_rate
+from diffx._validation import check_audio, check_sample_rate, has_values, wide_dtype
 
 SCALES = ("linear", "log")
 
@@ -90,7 +90,8 @@ class ParamSpec:
     def normalize(self, value: torch.Tensor | float) -> torch.Tensor:
         """Map physical values to [0, 1] (inverse of :meth:`denormalize`), as float64."""
         # float64, so a physical value survives the round trip (callers cast as needed).
-        value = torch.as_tensor(value, dtype=torch.float64)
+        device = value.device if isinstance(value, torch.Tensor) else "cpu"
+        value = torch.as_tensor(value, dtype=wide_dtype(device, "ParamSpec.normalize's values"))
         if self.scale == "log":
             lo, hi = math.log(self.minimum), math.log(self.maximum)
             return (torch.log(value) - lo) / (hi - lo)
@@ -104,7 +105,10 @@ class ParamSpec:
 
 
 def check_normalized(params: torch.Tensor, names: Sequence[str], owner: str) -> None:
-    """Raise ``ValueError`` naming the parameter if ``params (batch, n)`` leaves [0, 1]."""
+    """Raise ``ValueError`` naming the parameter if ``params (batch, n)`` leaves [0, 1] (never
+    for a meta tensor, which has no values)."""
+    if not has_values(params):
+        return
     detached = params.detach()
     if not bool(torch.isfinite(detached).all()):
         raise ValueError(f"{owner}: params contain NaN or Inf")

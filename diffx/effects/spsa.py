@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from diffx._validation import check_audio, check_integer
+from diffx._validation import check_audio, check_integer, wide_dtype
 from diffx.effects.base import Effect, EffectChain, ParamSpec, check_normalized
 
 DEFAULT_EPSILON = 5e-4  # DeepAFx-ST's perturbation size, in normalized parameter units
@@ -84,17 +84,18 @@ def spsa_gradient(
     params = params.detach()
     x = x.detach()
     x2 = torch.cat([x, x])
-    g = grad_output.detach().to(torch.float64).flatten(1)
-    total = torch.zeros(B, P, dtype=torch.float64, device=params.device)
+    wide = wide_dtype(params.device, "SPSA's output differences")
+    g = grad_output.detach().to(wide).flatten(1)
+    total = torch.zeros(B, P, dtype=wide, device=params.device)
     for _ in range(K):
         delta = torch.randint(0, 2, (B, P), generator=generator).to(params) * 2 - 1
         p_plus = (params + eps * delta).clamp(0.0, 1.0)
         p_minus = (params - eps * delta).clamp(0.0, 1.0)
         with torch.no_grad():
             y = evaluate(x2, torch.cat([p_plus, p_minus]))
-        y = y.to(torch.float64).flatten(1)
+        y = y.to(wide).flatten(1)
         dj = (g * (y[:B] - y[B:])).sum(dim=1)  # J(p+) - J(p-), (batch,)
-        total += dj[:, None] / (p_plus - p_minus).to(torch.float64)
+        total += dj[:, None] / (p_plus - p_minus).to(wide)
     return (total / K).to(params.dtype)
 
 

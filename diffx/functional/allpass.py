@@ -56,7 +56,7 @@ from collections.abc import Sequence
 
 import torch
 
-from diffx._validation import check_audio, check_finite, check_sample_rate
+from diffx._validation import check_audio, check_finite, check_sample_rate, wide_dtype
 from diffx.functional.filters import sosfilt
 
 KINDS = ("first_order", "second_order", "mixed", "warped", "warped_stretched")
@@ -564,7 +564,7 @@ def allpass_cascade(
     B = x.shape[0]
     # Sections are designed in float64 whatever the audio's dtype: sosfilt filters with float64
     # coefficients, and designing in float32 would round poles near the unit circle first.
-    design_like = x.new_empty(0, dtype=torch.float64)
+    design_like = x.new_empty(0, dtype=wide_dtype(x.device, "allpass_cascade's designs"))
     second, first, m = _cascade_sections(
         sample_rate, kind, pole_radius, freq_hz, first_order_coeff, warp, stretch, design_like, B
     )

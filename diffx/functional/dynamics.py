@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from diffx._validation import as_param, check_audio, check_sample_rate
 from diffx.kernels.ballistics import attack_release
 from diffx.kernels.ballistics import resolve_backend as _resolve_ballistics_backend
-from diffx.kernels.onepole import _PARALLEL_MIN_SAMPLES, compile_serial_and_parallel
+from diffx.kernels.threads import run_rows
 
 BACKENDS = ("auto", "numba", "cuda", "torch")
 
@@ -160,16 +160,17 @@ def _gain_scalar(d, slope, knee, half_inv_knee):  # pragma: no cover - compiled
     return slope * max(d, 0.0)
 
 
-def _smooth_forward_body(level, params, smooth, exponent):  # pragma: no cover - compiled
-    """Gain computer + ballistics per row; params (B, 6) float64 =
+@njit(cache=True, nogil=True)
+def _smooth_forward(first_row, end_row, level, params, smooth, exponent):  # pragma: no cover
+    """Gain computer + ballistics for rows ``first_row .. end_row - 1``; params (B, 6) float64 =
     [threshold, slope, knee, alpha_a, alpha_r, makeup].
 
     smooth (B, T) receives the smoothed gain in dB (the backward reads it to hold the branch
     fixed) and exponent (B, T) the natural-log gain ``(smooth + makeup) ln10 / 20``, which the
     caller exponentiates vectorised. The state is carried in float64 whatever the dtype.
     """
-    n_batch, n_samples = level.shape
-    for b in prange(n_batch):
+    n_samples = level.shape[1]
+    for b in range(first_row, end_row):
         thr = params[b, 0]
         slope = params[b, 1]
         knee = params[b, 2]
@@ -188,18 +189,29 @@ def _smooth_forward_body(level, params, smooth, exponent):  # pragma: no cover -
             exponent[b, n] = (state + makeup) * _DB_TO_NEPER
 
 
-def _smooth_backward_body(
-    grad_smooth, level, power, smooth, params, coeff_scale, coeff, grad_params, need_coeff
+@njit(cache=True, nogil=True)
+def _smooth_backward(
+    first_row,
+    end_row,
+    grad_smooth,
+    level,
+    power,
+    smooth,
+    params,
+    coeff_scale,
+    coeff,
+    grad_params,
+    need_coeff,
 ):  # pragma: no cover - compiled
-    """Reverse pass of :func:`_smooth_forward_body` per row.
+    """Reverse pass of :func:`_smooth_forward` for rows ``first_row .. end_row - 1``.
 
     grad_smooth (B, T) is dL/dsmooth. coeff (B, T) receives, when ``need_coeff``,
     ``dL/dlevel * coeff_scale / power`` so that the caller's ``coeff * sc`` is dL/dsc
     (``coeff_scale`` = 2 * 10 / (ln 10 * n_sc)); grad_params (B, 6) receives the parameter
     gradients, accumulated in float64.
     """
-    n_batch, n_samples = level.shape
-    for b in prange(n_batch):
+    n_samples = level.shape[1]
+    for b in range(first_row, end_row):
         thr = params[b, 0]
         slope = params[b, 1]
         knee = params[b, 2]
@@ -259,10 +271,6 @@ def _smooth_backward_body(
         grad_params[b, 5] = d_makeup
 
 
-_smooth_forward_serial, _smooth_forward = compile_serial_and_parallel(_smooth_forward_body)
-_smooth_backward_serial, _smooth_backward = compile_serial_and_parallel(_smooth_backward_body)
-
-
 def _mean_power(sc):
     """``mean_c sc[c]^2 + eps^2``, (B, T): the argument of the detector's logarithm."""
     power = sc.square().squeeze(1) if sc.shape[1] == 1 else sc.square().mean(dim=1)
@@ -288,9 +296,10 @@ class _CpuCompressor(torch.autograd.Function):
         params = _stack_params(threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db)
         smooth = torch.empty_like(level)
         gain = torch.empty_like(level)  # receives the exponent, exponentiated in place
-        big = x.numel() >= _PARALLEL_MIN_SAMPLES
-        kernel = _smooth_forward if big else _smooth_forward_serial
-        kernel(level.numpy(), params, smooth.numpy(), gain.numpy())
+        run_rows(
+            _smooth_forward, level.shape[0], level.numel(), level.numpy(), params,
+            smooth.numpy(), gain.numpy(),
+        )  # fmt: skip
         gain.exp_()
         return x * gain[:, None, :], power, level, smooth, gain
 
@@ -327,9 +336,10 @@ class _CpuCompressor(torch.autograd.Function):
             grad_smooth = prod.mul_(gain).mul_(_DB_TO_NEPER)
             coeff = torch.empty_like(level) if need_coeff else torch.empty(1, 1, dtype=x.dtype)
             grad_params = np.empty((x.shape[0], 6), dtype=np.float64)
-            big = x.numel() >= _PARALLEL_MIN_SAMPLES
-            kernel = _smooth_backward if big else _smooth_backward_serial
-            kernel(
+            run_rows(
+                _smooth_backward,
+                level.shape[0],
+                level.numel(),
                 grad_smooth.numpy(),
                 level.numpy(),
                 power.numpy(),

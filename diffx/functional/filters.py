@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from diffx._validation import as_param, check_audio, check_finite, check_sample_rate
+from diffx._validation import as_param, check_audio, check_finite, check_sample_rate, wide_dtype
 from diffx.kernels.iir import BACKENDS, sos_cascade
 
 FILTER_TYPES = (
@@ -119,6 +119,11 @@ def sosfilt(x: torch.Tensor, sos: torch.Tensor, backend: str = "auto") -> torch.
     Returns:
         ``(batch, channels, samples)`` filtered audio, zero initial state. Differentiable in
         ``x`` and ``sos`` (any order).
+
+    Raises:
+        ValueError: naming the argument, for bad audio or sections; or when ``x`` is on a
+            device without float64 (Apple MPS), which the filter states need
+            (:func:`diffx._validation.wide_dtype`).
     """
     check_audio(x, "x")
     if backend not in BACKENDS:
@@ -130,7 +135,8 @@ def sosfilt(x: torch.Tensor, sos: torch.Tensor, backend: str = "auto") -> torch.
     # Every back end keeps coefficients and filter states in float64 whatever the audio's
     # dtype. For float32 audio this removes the coefficient rounding that dominates the error
     # of high-Q and low-frequency sections; the output and stored signals stay float32.
-    norm = normalize_sos(sos.to(dtype=torch.float64, device=x.device), tol=tol)
+    wide = wide_dtype(x.device, "sosfilt's coefficients and filter states")
+    norm = normalize_sos(sos.to(dtype=wide, device=x.device), tol=tol)
     rows_sos = norm.unsqueeze(1).expand(B, C, -1, -1).reshape(B * C, -1, 5)
     y = sos_cascade(x.reshape(B * C, T), rows_sos.contiguous(), backend)
     return y.reshape(B, C, T)
@@ -153,7 +159,8 @@ def _design_params(freq_hz, q, gain_db, sr, batch, like, names):
     # The designs run in float64: near the band edges cos(w0) is within float32 rounding of
     # +-1 and a float32 design can put a pole outside the unit circle; rounding the exact
     # coefficients once, at the end, keeps every section inside (to the dtype's precision).
-    return f.double(), q.double(), g.double()
+    wide = wide_dtype(like.device, "biquad designs")
+    return f.to(wide), q.to(wide), g.to(wide)
 
 
 def _rbj(filter_type: str, f, q, g, sr: float) -> torch.Tensor:
@@ -275,13 +282,14 @@ def _round_stable(sos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.float64:
         return rounded
     fixed = rounded.detach().clone()
+    wide = wide_dtype(fixed.device, "biquad stability checks")
     up = torch.tensor(math.inf, dtype=dtype)
     for _ in range(64):  # a few ulps at most; bounded so that it cannot spin
-        a0, a1, a2 = (fixed[..., i].double() for i in (3, 4, 5))
+        a0, a1, a2 = (fixed[..., i].to(wide) for i in (3, 4, 5))
         a2_high, a2_low = a2 > a0, a2 < -a0
         fixed[..., 5] = torch.where(a2_high, torch.nextafter(fixed[..., 5], -up), fixed[..., 5])
         fixed[..., 5] = torch.where(a2_low, torch.nextafter(fixed[..., 5], up), fixed[..., 5])
-        a2 = fixed[..., 5].double()
+        a2 = fixed[..., 5].to(wide)
         low_edge, high_edge = a0 + a1 + a2 < 0, a0 - a1 + a2 < 0
         fixed[..., 4] = torch.where(low_edge, torch.nextafter(fixed[..., 4], up), fixed[..., 4])
         fixed[..., 4] = torch.where(high_edge, torch.nextafter(fixed[..., 4], -up), fixed[..., 4])
@@ -396,7 +404,10 @@ def parametric_eq(
               high_shelf_freq_hz, high_shelf_gain_db, low_shelf_q, high_shelf_q)  # fmt: skip
     # Design in float64 too, so float32 parameters give exact float64 coefficients for the
     # float64 recursion (see sosfilt); gradients flow back through the cast.
-    params = tuple(p.double() if isinstance(p, torch.Tensor) else p for p in params)
+    params = tuple(
+        p.to(wide_dtype(p.device, "parametric_eq's designs")) if isinstance(p, torch.Tensor) else p
+        for p in params
+    )
     if not any(isinstance(p, torch.Tensor) and p.is_floating_point() for p in params):
         params = (*params[:2], torch.as_tensor(params[2], dtype=torch.float64), *params[3:])
     sos = parametric_eq_sos(sample_rate, *params)

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from diffx._validation import as_param, check_audio, check_finite, check_sample_rate
+from diffx._validation import as_param, check_audio, check_finite, check_sample_rate, wide_dtype
 from diffx.functional.utility import db_to_amplitude, fft_convolve
 
 # Accepted ranges. RT60 below 1 ms is shorter than a few samples at any audio rate; above
@@ -144,17 +144,19 @@ def band_masks(
     Returns:
         ``(bands, n_bins)`` masks, ``bands = len(crossovers_hz) + 1``.
     """
-    freqs = torch.linspace(0.0, sample_rate / 2.0, n_bins, dtype=torch.float64, device=device)
+    # float64 (the masks of long IRs have closely spaced bins in log frequency near DC).
+    wide = wide_dtype(device or "cpu", "band_masks' filterbank masks")
+    freqs = torch.linspace(0.0, sample_rate / 2.0, n_bins, dtype=wide, device=device)
     if not crossovers_hz:
         return torch.ones(1, n_bins, dtype=dtype, device=device)
-    log_c = torch.tensor([math.log2(c) for c in crossovers_hz], dtype=torch.float64, device=device)
+    log_c = torch.tensor([math.log2(c) for c in crossovers_hz], dtype=wide, device=device)
     width = float(log_c[1] - log_c[0]) / 2.0 if len(crossovers_hz) > 1 else 1.0
     # log2(0) = -inf at DC is fine: the clamp below sends it to the bottom of every step.
     log_f = torch.log2(freqs)
     pos = ((log_f[None, :] - log_c[:, None]) / width + 0.5).clamp(0.0, 1.0)
     steps = 0.5 - 0.5 * torch.cos(math.pi * pos)  # (crossovers, bins), 0 below, 1 above
-    ones = torch.ones(1, n_bins, dtype=torch.float64, device=device)
-    zeros = torch.zeros(1, n_bins, dtype=torch.float64, device=device)
+    ones = torch.ones(1, n_bins, dtype=wide, device=device)
+    zeros = torch.zeros(1, n_bins, dtype=wide, device=device)
     upper = torch.cat([ones, steps], dim=0)
     lower = torch.cat([steps, zeros], dim=0)
     return (upper - lower).to(dtype)
@@ -173,9 +175,14 @@ def _noise_bands(
         generator = torch.Generator(device="cpu").manual_seed(DEFAULT_NOISE_SEED)
     gen_device = generator.device
     noise = torch.randn(
-        n_channels, length, generator=generator, dtype=torch.float64, device=gen_device
+        n_channels,
+        length,
+        generator=generator,
+        dtype=wide_dtype(gen_device, "noise_reverb_ir's noise"),
+        device=gen_device,
     )
-    noise = noise.to(device)
+    # The bands are split in float64 on the IR's device, then rounded once to its dtype.
+    noise = noise.to(device, wide_dtype(device, "noise_reverb_ir's noise bands"))
     # Circular filtering keeps each band stationary over the whole IR (no filter start-up).
     spec = torch.fft.rfft(noise, n=length)[:, None, :] * masks.to(device)[None]
     return torch.fft.irfft(spec, n=length).to(dtype)

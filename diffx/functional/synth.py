@@ -12,7 +12,8 @@ import math
 import scipy.fft
 import torch
 
-from diffx._validation import check_finite, check_sample_rate
+from diffx._validation import check_finite, check_sample_rate, wide_dtype
+from diffx.kernels.harmonic import harmonic_sum
 
 UPSAMPLE_METHODS = ("linear", "window")
 # Added to the sum of the surviving harmonic weights before dividing: when every harmonic is
@@ -31,6 +32,21 @@ def _check_control(value: torch.Tensor, name: str, dims: int, nonnegative: bool)
     if nonnegative and bool((value < 0).any()):
         raise ValueError(f"{name} must be >= 0, got min {float(value.min()):.6g}")
     return value
+
+
+def _linear_grid(n_frames: int, n_samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation of ``n_frames`` frames to ``n_samples`` samples, first frame on
+    sample 0 and last on sample ``n_samples - 1``: each sample's left frame ``(n_samples,)``
+    int64 and its weight towards the next frame ``(n_samples,)`` in float64 (in float32 the
+    weights of long signals lose bits; a device without float64 is refused, see
+    ``wide_dtype``). Equal counts give the identity and one frame its repetition (weights 0)."""
+    wide = wide_dtype(torch.device(device), "the frame interpolation grid")
+    if n_frames == n_samples or n_frames == 1:
+        left = torch.arange(n_samples, device=device) * (n_frames > 1)
+        return left, torch.zeros(n_samples, dtype=wide, device=device)
+    pos = torch.linspace(0.0, n_frames - 1.0, n_samples, dtype=wide, device=device)
+    left = pos.floor().clamp(max=n_frames - 2).long()
+    return left, pos - left
 
 
 def upsample_frames(frames: torch.Tensor, n_samples: int, method: str = "linear") -> torch.Tensor:
@@ -59,9 +75,8 @@ def upsample_frames(frames: torch.Tensor, n_samples: int, method: str = "linear"
     if method == "linear":
         # a + w (b - a) rather than (1 - w) a + w b: exact where neighbouring frames are equal,
         # so a constant f0 stays bit-exact (it decides which harmonics pass the Nyquist mask).
-        pos = torch.linspace(0.0, F - 1.0, n_samples, dtype=torch.float64, device=frames.device)
-        left = pos.floor().clamp(max=F - 2).long()
-        w = (pos - left).to(frames.dtype)[None, :, None]
+        left, w = _linear_grid(F, n_samples, frames.device)
+        w = w.to(frames.dtype)[None, :, None]
         steps = frames[:, 1:] - frames[:, :-1]
         return torch.addcmul(frames.index_select(1, left), w, steps.index_select(1, left))
     channels_first = frames.transpose(1, 2).reshape(B * K, 1, F)
@@ -184,16 +199,19 @@ def harmonic_synth(
     dist = torch.where(audible, harmonic_distribution.to(dtype), 0.0)
     dist = dist / (dist.sum(dim=-1, keepdim=True) + HARMONIC_NORM_EPS)
 
-    # A convex combination of normalized frames stays normalized, so the distribution can be
-    # upsampled after normalizing (the big (B, T, H) tensors are made only once).
     f0 = upsample_frames(f0_frames[..., None], n_samples, "linear")  # (B, T, 1)
     amp = upsample_frames(amplitudes.to(dtype)[..., None], n_samples, upsample)  # (B, T, 1)
-    dist = upsample_frames(dist, n_samples, "linear")  # (B, T, H)
 
-    turns = _wrapped_phase_turns(f0[..., 0].to(torch.float64) / sr)
-    phase = (TWO_PI * turns).to(dtype)  # (B, T) in [0, 2 pi)
-    sines = torch.sin(phase[..., None] * k)  # (B, T, H)
-    y = amp[..., 0] * (dist * sines).sum(dim=-1)
+    wide = wide_dtype(f0.device, "harmonic_synth's phase increments")
+    turns = _wrapped_phase_turns(f0[..., 0].to(wide) / sr)
+    # A convex combination of normalized frames stays normalized, so the distribution is
+    # interpolated after normalizing, inside the harmonic sum: on the CPU a fused kernel that
+    # never makes the (B, T, H) tensors and takes k * phase in float64 (diffx.kernels.harmonic);
+    # elsewhere the same sum from tensor ops with the phase in the audio's dtype.
+    left, w = _linear_grid(F, n_samples, f0.device)
+    on_cpu = f0.device.type == "cpu"
+    phase = TWO_PI * turns if on_cpu else (TWO_PI * turns).to(dtype)  # (B, T) in [0, 2 pi)
+    y = amp[..., 0] * harmonic_sum(phase, dist, left, w).to(dtype)
     return y[:, None, :]
 
 

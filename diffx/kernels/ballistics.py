@@ -26,36 +26,36 @@ stores nothing beyond its output.
 
 Back ends: ``"numba"`` (CPU, rows in parallel, one forward pass and one fused reverse pass that
 also accumulates the coefficient gradients), ``"cuda"`` (numba.cuda, one thread per row,
-loaded on first use; falls back to the reference loop with a warning if numba's CUDA support is
-missing) and ``"torch"`` (the reference loop). Under ``create_graph=True`` the backward is built
-from :func:`diffx.kernels.onepole.onepole` and tensor ops, so every order of derivative works.
+:mod:`diffx.kernels.cuda_kernels`, loaded on first use; falls back to the reference loop with a
+warning if numba's CUDA support is missing; under numba's CUDA simulator it takes CPU tensors,
+for the tests) and ``"torch"`` (the reference loop). Under ``create_graph=True`` the backward is
+built from :func:`diffx.kernels.onepole.onepole` and tensor ops, so every order of derivative
+works.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
-from numba import prange
+from numba import njit
 
+from diffx.kernels.cuda_launch import CudaKernels
 from diffx.kernels.onepole import (
-    _PARALLEL_MIN_SAMPLES,
     BACKENDS,  # noqa: F401  (re-exported: same back ends)
-    _launch,
     _OnePole,
-    compile_serial_and_parallel,
     resolve_backend,
 )
+from diffx.kernels.threads import run_rows
 
 # --------------------------------------------------------------------------------------------
 # numba CPU back end
 # --------------------------------------------------------------------------------------------
 
 
-def _numba_forward_body(g, alpha_a, alpha_r, y):  # pragma: no cover - compiled
-    n_rows, n_samples = g.shape
-    for r in prange(n_rows):
+@njit(cache=True, nogil=True)
+def _numba_forward(first_row, end_row, g, alpha_a, alpha_r, y):  # pragma: no cover - compiled
+    n_samples = g.shape[1]
+    for r in range(first_row, end_row):
         aa = alpha_a[r]
         ar = alpha_r[r]
         state = 0.0
@@ -66,10 +66,13 @@ def _numba_forward_body(g, alpha_a, alpha_r, y):  # pragma: no cover - compiled
             y[r, n] = state
 
 
-def _numba_backward_body(grad_y, g, y, alpha_a, alpha_r, grad_g, grad_alpha):  # pragma: no cover
+@njit(cache=True, nogil=True)
+def _numba_backward(
+    first_row, end_row, grad_y, g, y, alpha_a, alpha_r, grad_g, grad_alpha
+):  # pragma: no cover - compiled
     """grad_alpha (R, 2) receives [dL/dalpha_a, dL/dalpha_r], accumulated in float64."""
-    n_rows, n_samples = g.shape
-    for r in prange(n_rows):
+    n_samples = g.shape[1]
+    for r in range(first_row, end_row):
         aa = alpha_a[r]
         ar = alpha_r[r]
         w = 0.0
@@ -93,15 +96,17 @@ def _numba_backward_body(grad_y, g, y, alpha_a, alpha_r, grad_g, grad_alpha):  #
         grad_alpha[r, 1] = dr
 
 
-_NUMBA_FORWARD = compile_serial_and_parallel(_numba_forward_body)
-_NUMBA_BACKWARD = compile_serial_and_parallel(_numba_backward_body)
-
-
 def _forward_numba(g, alpha_a, alpha_r):
     g_np = g.detach().contiguous().numpy()
     y = np.empty_like(g_np)
-    _NUMBA_FORWARD[g_np.size >= _PARALLEL_MIN_SAMPLES](
-        g_np, alpha_a.detach().contiguous().numpy(), alpha_r.detach().contiguous().numpy(), y
+    run_rows(
+        _numba_forward,
+        g_np.shape[0],
+        g_np.size,
+        g_np,
+        alpha_a.detach().contiguous().numpy(),
+        alpha_r.detach().contiguous().numpy(),
+        y,
     )
     return torch.from_numpy(y)
 
@@ -110,7 +115,10 @@ def _backward_numba(grad_y, g, y, alpha_a, alpha_r):
     g_np = g.detach().contiguous().numpy()
     grad_g = np.empty_like(g_np)
     grad_alpha = np.empty((g_np.shape[0], 2), dtype=np.float64)
-    _NUMBA_BACKWARD[g_np.size >= _PARALLEL_MIN_SAMPLES](
+    run_rows(
+        _numba_backward,
+        g_np.shape[0],
+        g_np.size,
         grad_y.detach().contiguous().numpy(),
         g_np,
         y.detach().contiguous().numpy(),
@@ -127,91 +135,28 @@ def _backward_numba(grad_y, g, y, alpha_a, alpha_r):
 # CUDA back end (numba.cuda, one thread per row), loaded on first use
 # --------------------------------------------------------------------------------------------
 
-_CUDA_KERNELS = None  # (forward, backward) once compiled; False when numba.cuda is unusable
-
-
-def _cuda_kernels():
-    global _CUDA_KERNELS
-    if _CUDA_KERNELS is None:
-        try:
-            from numba import cuda
-
-            if not cuda.is_available():
-                raise RuntimeError("numba.cuda sees no device")
-
-            @cuda.jit
-            def fwd(g, alpha_a, alpha_r, y):  # pragma: no cover - needs a GPU
-                r = cuda.grid(1)
-                if r < g.shape[0]:
-                    aa = alpha_a[r]
-                    ar = alpha_r[r]
-                    state = 0.0
-                    for n in range(g.shape[1]):
-                        target = g[r, n]
-                        alpha = aa if target < state else ar
-                        state = alpha * state + (1.0 - alpha) * target
-                        y[r, n] = state
-
-            @cuda.jit
-            def bwd(grad_y, g, y, alpha_a, alpha_r, grad_g, grad_alpha):  # pragma: no cover
-                r = cuda.grid(1)
-                if r < g.shape[0]:
-                    aa = alpha_a[r]
-                    ar = alpha_r[r]
-                    w = 0.0
-                    alpha_next = 0.0
-                    da = 0.0
-                    dr = 0.0
-                    for i in range(g.shape[1]):
-                        n = g.shape[1] - 1 - i
-                        prev = y[r, n - 1] if n > 0 else 0.0
-                        target = g[r, n]
-                        attack = target < prev
-                        alpha = aa if attack else ar
-                        w = grad_y[r, n] + alpha_next * w
-                        grad_g[r, n] = (1.0 - alpha) * w
-                        d_alpha = w * (prev - target)
-                        if attack:
-                            da += d_alpha
-                        else:
-                            dr += d_alpha
-                        alpha_next = alpha
-                    grad_alpha[r, 0] = da
-                    grad_alpha[r, 1] = dr
-
-            _CUDA_KERNELS = (fwd, bwd)
-        except Exception as err:  # noqa: BLE001 - any failure means "no CUDA kernel"
-            warnings.warn(
-                f"numba.cuda is unavailable ({err}); compressor ballistics fall back to the "
-                "slow reference loop on CUDA tensors",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            _CUDA_KERNELS = False
-    return _CUDA_KERNELS
+# The kernels themselves are in diffx.kernels.cuda_kernels (BALLISTICS).
+_CUDA = CudaKernels("BALLISTICS", "compressor ballistics")
 
 
 def _forward_cuda(g, alpha_a, alpha_r):
-    kernels = _cuda_kernels()
-    if not kernels:
-        return _forward_torch(g, alpha_a, alpha_r)
     g = g.detach().contiguous()
     y = torch.empty_like(g)
-    _launch(
-        kernels[0], g.shape[0], g, alpha_a.detach().contiguous(), alpha_r.detach().contiguous(), y
-    )
+    aa, ar = alpha_a.detach().contiguous(), alpha_r.detach().contiguous()
+    if not _CUDA.launch(0, g.shape[0], g, aa, ar, y):
+        return _forward_torch(g, alpha_a, alpha_r)
     return y
 
 
 def _backward_cuda(grad_y, g, y, alpha_a, alpha_r):
-    kernels = _cuda_kernels()
-    if not kernels:
-        return _backward_torch(grad_y, g, y, alpha_a, alpha_r)
     g = g.detach().contiguous()
     grad_g = torch.empty_like(g)
+    # Per-row sums of up to millions of products are accumulated in float64, as on the CPU.
+    # Only CUDA tensors (or CPU ones in the simulator) reach this back end, and both have
+    # float64; devices without it never get here (resolve_backend).
     grad_alpha = torch.empty(g.shape[0], 2, dtype=torch.float64, device=g.device)
-    _launch(
-        kernels[1],
+    launched = _CUDA.launch(
+        1,
         g.shape[0],
         grad_y.detach().contiguous(),
         g,
@@ -221,6 +166,8 @@ def _backward_cuda(grad_y, g, y, alpha_a, alpha_r):
         grad_g,
         grad_alpha,
     )
+    if not launched:
+        return _backward_torch(grad_y, g, y, alpha_a, alpha_r)
     grad_alpha = grad_alpha.to(g.dtype)
     return grad_g, grad_alpha[:, 0], grad_alpha[:, 1]
 

@@ -21,7 +21,8 @@ Three back ends compute the forward cascade and the first-order backward:
 
 - ``"numba"``: compiled CPU loops, one fused pass per section forward and one fused reverse
   pass per section backward (recursion, input gradient and coefficient gradients together);
-  rows run in parallel with ``prange``.
+  rows run in parallel on at most ``torch.get_num_threads()`` threads
+  (:mod:`diffx.kernels.threads`).
 - ``"scan"``: exact chunked parallel evaluation in plain PyTorch tensor ops (no Python loop
   over samples): per chunk of ``L`` samples the zero-state response is a batched matrix
   product with the truncated impulse response (exact inside a chunk), and the state carried
@@ -38,7 +39,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
+
+from diffx._validation import wide_dtype
+from diffx.kernels.threads import run_rows
 
 BACKENDS = ("auto", "numba", "scan", "torch")
 
@@ -53,12 +57,13 @@ _SCAN_CHUNK = 64  # must be >= 2: a chunk's final state holds its last two outpu
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, fastmath=False)
-def _numba_forward(x, sos, ys):  # pragma: no cover - compiled
-    """x (R, T); sos (R, K, 5) = [b0, b1, b2, a1, a2]; ys (R, K, T) receives each output."""
-    n_rows, n_samples = x.shape
+@njit(cache=True, nogil=True, fastmath=False)
+def _numba_forward(first_row, end_row, x, sos, ys):  # pragma: no cover - compiled
+    """x (R, T); sos (R, K, 5) = [b0, b1, b2, a1, a2]; ys (R, K, T) receives each output.
+    Rows ``first_row .. end_row - 1`` only."""
+    n_samples = x.shape[1]
     n_sections = sos.shape[1]
-    for r in prange(n_rows):
+    for r in range(first_row, end_row):
         for k in range(n_sections):
             b0 = sos[r, k, 0]
             b1 = sos[r, k, 1]
@@ -84,16 +89,18 @@ def _numba_forward(x, sos, ys):  # pragma: no cover - compiled
                     ys[r, k, n] = v
 
 
-@njit(cache=True, parallel=True, fastmath=False)
-def _numba_backward(grad_y, x, sos, ys, grad_x, grad_sos, need_sos):  # pragma: no cover
-    """Reverse pass through the cascade.
+@njit(cache=True, nogil=True, fastmath=False)
+def _numba_backward(
+    first_row, end_row, grad_y, x, sos, ys, grad_x, grad_sos, need_sos
+):  # pragma: no cover - compiled
+    """Reverse pass through the cascade, rows ``first_row .. end_row - 1``.
 
     grad_y (R, T) is dL/d(output); grad_x (R, T) receives dL/dx; grad_sos (R, K, 5) receives
     dL/d[b0, b1, b2, a1, a2]. Coefficient gradients are accumulated in float64.
     """
-    n_rows, n_samples = x.shape
+    n_samples = x.shape[1]
     n_sections = sos.shape[1]
-    for r in prange(n_rows):
+    for r in range(first_row, end_row):
         g = grad_x[r]
         for n in range(n_samples):
             g[n] = grad_y[r, n]
@@ -137,7 +144,7 @@ def _forward_numba(x: torch.Tensor, sos: torch.Tensor) -> torch.Tensor:
     x_np = x.detach().contiguous().numpy()
     sos_np = sos.detach().contiguous().numpy()
     ys = np.empty((x.shape[0], sos.shape[1], x.shape[1]), dtype=x_np.dtype)
-    _numba_forward(x_np, sos_np, ys)
+    run_rows(_numba_forward, x_np.shape[0], x_np.size * sos_np.shape[1], x_np, sos_np, ys)
     return torch.from_numpy(ys)
 
 
@@ -148,7 +155,18 @@ def _backward_numba(grad_y, x, sos, ys, need_sos):
     ys_np = ys.detach().contiguous().numpy()
     grad_x = np.empty_like(x_np)
     grad_sos = np.zeros(sos_np.shape, dtype=np.float64)
-    _numba_backward(grad_np, x_np, sos_np, ys_np, grad_x, grad_sos, bool(need_sos))
+    run_rows(
+        _numba_backward,
+        x_np.shape[0],
+        x_np.size * sos_np.shape[1],
+        grad_np,
+        x_np,
+        sos_np,
+        ys_np,
+        grad_x,
+        grad_sos,
+        bool(need_sos),
+    )
     return torch.from_numpy(grad_x), torch.from_numpy(grad_sos).to(sos.dtype)
 
 
@@ -297,7 +315,8 @@ def _forward(x, sos, backend):
     # The tensor back ends compute in float64: in float32 the chunk states of the scan lose
     # all accuracy for poles near z = 1 (low shelves, low-frequency resonances), where the
     # state (y[n], y[n-1]) is large and nearly degenerate.
-    return _forward_sections(x.double(), sos.double(), allpole).to(x.dtype)
+    wide = wide_dtype(x.device, f"the {backend!r} IIR back end's filter states")
+    return _forward_sections(x.to(wide), sos.to(wide), allpole).to(x.dtype)
 
 
 class _SosCascade(torch.autograd.Function):
@@ -330,8 +349,9 @@ class _SosCascade(torch.autograd.Function):
             def reverse(g, a):
                 return allpole(g.flip(-1), a).flip(-1)
 
+            wide = wide_dtype(x.device, f"the {ctx.backend!r} IIR back end's filter states")
             grad_x, grad_sos = _backward_sections(
-                grad_y.double(), x.double(), sos.double(), ys.double(), need_sos, reverse
+                grad_y.to(wide), x.to(wide), sos.to(wide), ys.to(wide), need_sos, reverse
             )
             grad_x = grad_x.to(x.dtype)
             grad_sos = grad_sos.to(sos.dtype) if need_sos else None

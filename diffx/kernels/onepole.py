@@ -13,10 +13,13 @@ same recursion run backwards in time with the pole sequence shifted by one sampl
 
 (torchlpc derives the same adjoint for its time-varying all-pole filter.) Back ends:
 
-- ``"numba"``: compiled CPU loops, rows in parallel with ``prange``; one pass forward, one
-  fused reverse pass backward (input and pole gradients together).
-- ``"cuda"``: a numba.cuda kernel with one thread per row, imported only when a CUDA tensor
-  arrives. If numba's CUDA support is missing the reference loop runs instead, with a warning.
+- ``"numba"``: compiled CPU loops, rows in parallel on at most ``torch.get_num_threads()``
+  threads (:mod:`diffx.kernels.threads`); one pass forward, one fused reverse pass backward
+  (input and pole gradients together).
+- ``"cuda"``: a numba.cuda kernel with one thread per row (:mod:`diffx.kernels.cuda_kernels`),
+  imported only when a CUDA tensor arrives. If numba's CUDA support is missing the reference
+  loop runs instead, with a warning. Under numba's CUDA simulator it also takes CPU tensors,
+  which is how the tests check it without a GPU.
 - ``"torch"``: the reference, a plain Python loop over samples. Slow; used by the tests.
 
 When the backward must itself be differentiable (``create_graph=True``), it is built from this
@@ -26,12 +29,12 @@ derivative works on every back end.
 
 from __future__ import annotations
 
-import types
-import warnings
-
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
+
+from diffx.kernels.cuda_launch import CudaKernels, cuda_backend_available_for
+from diffx.kernels.threads import run_rows
 
 BACKENDS = ("auto", "numba", "cuda", "torch")
 
@@ -41,18 +44,22 @@ BACKENDS = ("auto", "numba", "cuda", "torch")
 # --------------------------------------------------------------------------------------------
 
 
-def _numba_forward_body(x, a, y):  # pragma: no cover - compiled
-    n_rows, n_samples = x.shape
-    for r in prange(n_rows):
+@njit(cache=True, nogil=True)
+def _numba_forward(first_row, end_row, x, a, y):  # pragma: no cover - compiled
+    n_samples = x.shape[1]
+    for r in range(first_row, end_row):
         acc = 0.0
         for n in range(n_samples):
             acc = x[r, n] + a[r, n] * acc
             y[r, n] = acc
 
 
-def _numba_backward_body(grad_y, a, y, grad_x, grad_a, need_a):  # pragma: no cover - compiled
-    n_rows, n_samples = grad_y.shape
-    for r in prange(n_rows):
+@njit(cache=True, nogil=True)
+def _numba_backward(
+    first_row, end_row, grad_y, a, y, grad_x, grad_a, need_a
+):  # pragma: no cover - compiled
+    n_samples = grad_y.shape[1]
+    for r in range(first_row, end_row):
         w = 0.0
         a_next = 0.0  # a[n+1]; zero past the end
         for n in range(n_samples - 1, -1, -1):
@@ -63,31 +70,11 @@ def _numba_backward_body(grad_y, a, y, grad_x, grad_a, need_a):  # pragma: no co
             a_next = a[r, n]
 
 
-# Threads over rows pay off only with enough work per row; below this many samples in all,
-# the thread start-up costs more than it saves (gradcheck calls, short signals).
-_PARALLEL_MIN_SAMPLES = 1 << 15
-
-
-def compile_serial_and_parallel(body):
-    """Compile ``body`` twice, as (serial, parallel) cached numba functions.
-
-    numba's on-disk cache is keyed by the function's qualified name and signature, not by the
-    ``parallel`` flag, so the serial copy gets its own name to keep the two cache entries apart.
-    """
-    serial = types.FunctionType(body.__code__, body.__globals__, body.__name__ + "_serial")
-    serial.__qualname__ = body.__qualname__ + "_serial"
-    return njit(cache=True)(serial), njit(cache=True, parallel=True)(body)
-
-
-_NUMBA_FORWARD = compile_serial_and_parallel(_numba_forward_body)
-_NUMBA_BACKWARD = compile_serial_and_parallel(_numba_backward_body)
-
-
 def _forward_numba(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     x_np = x.detach().contiguous().numpy()
     a_np = a.detach().contiguous().numpy()
     y = np.empty_like(x_np)
-    _NUMBA_FORWARD[x_np.size >= _PARALLEL_MIN_SAMPLES](x_np, a_np, y)
+    run_rows(_numba_forward, x_np.shape[0], x_np.size, x_np, a_np, y)
     return torch.from_numpy(y)
 
 
@@ -97,8 +84,8 @@ def _backward_numba(grad_y, a, y, need_a):
     y_np = y.detach().contiguous().numpy()
     grad_x = np.empty_like(g_np)
     grad_a = np.empty_like(g_np) if need_a else np.empty((1, 1), dtype=g_np.dtype)
-    _NUMBA_BACKWARD[g_np.size >= _PARALLEL_MIN_SAMPLES](
-        g_np, a_np, y_np, grad_x, grad_a, bool(need_a)
+    run_rows(
+        _numba_backward, g_np.shape[0], g_np.size, g_np, a_np, y_np, grad_x, grad_a, bool(need_a)
     )
     return torch.from_numpy(grad_x), (torch.from_numpy(grad_a) if need_a else None)
 
@@ -107,83 +94,24 @@ def _backward_numba(grad_y, a, y, need_a):
 # CUDA back end (numba.cuda, one thread per row), loaded on first use
 # --------------------------------------------------------------------------------------------
 
-_CUDA_KERNELS = None  # (forward, backward) once compiled; False when numba.cuda is unusable
-
-
-def _cuda_kernels():
-    global _CUDA_KERNELS
-    if _CUDA_KERNELS is None:
-        try:
-            from numba import cuda
-
-            if not cuda.is_available():
-                raise RuntimeError("numba.cuda sees no device")
-
-            @cuda.jit
-            def fwd(x, a, y):  # pragma: no cover - needs a GPU
-                r = cuda.grid(1)
-                if r < x.shape[0]:
-                    acc = 0.0
-                    for n in range(x.shape[1]):
-                        acc = x[r, n] + a[r, n] * acc
-                        y[r, n] = acc
-
-            @cuda.jit
-            def bwd(grad_y, a, y, grad_x, grad_a, need_a):  # pragma: no cover - needs a GPU
-                r = cuda.grid(1)
-                if r < grad_y.shape[0]:
-                    w = 0.0
-                    a_next = 0.0
-                    for i in range(grad_y.shape[1]):
-                        n = grad_y.shape[1] - 1 - i
-                        w = grad_y[r, n] + a_next * w
-                        grad_x[r, n] = w
-                        if need_a:
-                            grad_a[r, n] = w * y[r, n - 1] if n > 0 else 0.0
-                        a_next = a[r, n]
-
-            _CUDA_KERNELS = (fwd, bwd)
-        except Exception as err:  # noqa: BLE001 - any failure means "no CUDA kernel"
-            warnings.warn(
-                f"numba.cuda is unavailable ({err}); the one-pole recursion falls back to the "
-                "slow reference loop on CUDA tensors",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            _CUDA_KERNELS = False
-    return _CUDA_KERNELS
-
-
-def _launch(kernel, n_rows, *args):
-    from numba import cuda
-
-    threads = 64
-    blocks = (n_rows + threads - 1) // threads
-    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-    kernel[blocks, threads, stream](
-        *[cuda.as_cuda_array(t) if isinstance(t, torch.Tensor) else t for t in args]
-    )
+# The kernels themselves are in diffx.kernels.cuda_kernels (ONEPOLE).
+_CUDA = CudaKernels("ONEPOLE", "the one-pole recursion")
 
 
 def _forward_cuda(x, a):
-    kernels = _cuda_kernels()
-    if not kernels:
-        return _forward_torch(x, a)
     x = x.detach().contiguous()
     y = torch.empty_like(x)
-    _launch(kernels[0], x.shape[0], x, a.detach().contiguous(), y)
+    if not _CUDA.launch(0, x.shape[0], x, a.detach().contiguous(), y):
+        return _forward_torch(x, a)
     return y
 
 
 def _backward_cuda(grad_y, a, y, need_a):
-    kernels = _cuda_kernels()
-    if not kernels:
-        return _backward_torch(grad_y, a, y, need_a)
     grad_y = grad_y.detach().contiguous()
     grad_x = torch.empty_like(grad_y)
     grad_a = torch.empty_like(grad_y) if need_a else grad_y.new_empty(1, 1)
-    _launch(
-        kernels[1],
+    launched = _CUDA.launch(
+        1,
         grad_y.shape[0],
         grad_y,
         a.detach().contiguous(),
@@ -192,6 +120,8 @@ def _backward_cuda(grad_y, a, y, need_a):
         grad_a,
         bool(need_a),
     )
+    if not launched:
+        return _backward_torch(grad_y, a, y, need_a)
     return grad_x, (grad_a if need_a else None)
 
 
@@ -240,8 +170,13 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         return "cuda" if x.device.type == "cuda" else "numba" if x.device.type == "cpu" else "torch"
     if backend == "numba" and x.device.type != "cpu":
         raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
-    if backend == "cuda" and x.device.type != "cuda":
-        raise ValueError("backend='cuda' runs on CUDA tensors only; use 'numba' or 'auto'")
+    if backend == "cuda" and not cuda_backend_available_for(x):
+        # CPU tensors are accepted under numba's CUDA simulator only, which is how the tests
+        # run the GPU kernels without a GPU (diffx.kernels.cuda_launch).
+        raise ValueError(
+            "backend='cuda' runs on CUDA tensors only (and on CPU tensors under numba's CUDA "
+            "simulator, NUMBA_ENABLE_CUDASIM=1); use 'numba' or 'auto'"
+        )
     return backend
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffx._validation import check_sample_rate
+from diffx._validation import check_sample_rate, wide_dtype
 from diffx.losses._chunking import (
     BLOCK_BYTES,
     MAX_DIRECT_BYTES,
@@ -510,7 +510,8 @@ class _EarModel(nn.Module):
         lead = pred.shape[:-1]
         dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
         if dtype == torch.float32 and _peak(pred, target) > FLOAT32_SAFE_PEAK:
-            dtype = torch.float64  # float32 band powers would overflow (inf / inf = NaN)
+            # float32 band powers would overflow (inf / inf = NaN)
+            dtype = wide_dtype(pred.device, "the NMR's band powers of audio this loud")
         out_dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
         pred = pred.reshape(-1, pred.shape[-1]).to(dtype)
         target = target.reshape(-1, target.shape[-1]).to(dtype)

@@ -4,6 +4,7 @@ higher sample rate (the delay-line method for RNNs, doubled dilations for WaveNe
 
 from diffx.nn.biasnet import BiasNet, SineMLP
 from diffx.nn.ddsp import DDSPDecoder
+from diffx.nn.gru import GRU
 from diffx.nn.lstm import UNIT_TYPES, LSTMAmp
 from diffx.nn.oversample import DelayLineRNN, Oversampled, adapt_to_rate, dilate_wavenet
 from diffx.nn.postfilter import (
@@ -24,6 +25,7 @@ __all__ = [
     "BiasNet",
     "Controller",
     "DDSPDecoder",
+    "GRU",
     "SineMLP",
     "SpectralEncoder",
     "TCN",

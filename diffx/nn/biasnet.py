@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from diffx._validation import check_integer, check_sample_rate
+from diffx._validation import check_integer, check_sample_rate, wide_dtype
 from diffx.functional.allpass import (
     DEFAULT_STRETCH,
     KINDS,
@@ -305,14 +305,17 @@ class BiasNet(nn.Module):
         """
         params: dict[str, torch.Tensor] = {}
         warps = []
+        what = "the allpass controller's filter designs"
         if self.n_second:
-            t = torch.stack([net() for net in self.second]).double()  # (n_second, 2 or 3)
+            t = torch.stack([net() for net in self.second])  # (n_second, 2 or 3)
+            t = t.to(wide_dtype(t.device, what))
             params["pole_radius"] = (self.max_pole_radius * (t[:, 0] + 1) / 2).unsqueeze(0)
             params["freq_hz"] = self._freq_from_unit(t[:, 1]).unsqueeze(0)
             if self.warped:
                 warps.append(self.max_coeff * t[:, 2])
         if self.n_first:
-            t = torch.stack([net() for net in self.first]).double()  # (n_first, 1 or 2)
+            t = torch.stack([net() for net in self.first])  # (n_first, 1 or 2)
+            t = t.to(wide_dtype(t.device, what))
             params["first_order_coeff"] = (self.max_coeff * t[:, 0]).unsqueeze(0)
             if self.warped:
                 warps.append(self.max_coeff * t[:, 1])

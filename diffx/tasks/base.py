@@ -39,7 +39,8 @@ def error_energies(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Their ratio over all the held-out audio together is its ESR: a mean of per-chunk ESRs
     would let a quiet chunk (a decaying note) dominate.
     """
-    return torch.stack([((pred - target) ** 2).sum(), (target**2).sum()]).detach().double().cpu()
+    # To the CPU before float64: the audio's device may not have it (Apple MPS).
+    return torch.stack([((pred - target) ** 2).sum(), (target**2).sum()]).detach().cpu().double()
 
 
 def is_recurrent(model: nn.Module) -> bool:
@@ -162,7 +163,7 @@ class AudioTask(pl.LightningModule):
         if not args and self._exact_mean(kwargs):
             total = self._evaluation_sums.setdefault(name, [0.0, 0.0, {}])
             size = float(kwargs["batch_size"])
-            total[0] += float(torch.as_tensor(value).detach().double().mean()) * size
+            total[0] += float(torch.as_tensor(value).detach().cpu().double().mean()) * size
             total[1] += size
             total[2] = {k: kwargs[k] for k in ("prog_bar", "logger") if k in kwargs}
             return
@@ -226,7 +227,7 @@ class AudioTask(pl.LightningModule):
         batch}``."""
         totals = self.evaluation_sums
         for name, value in sums.items():
-            total = float(torch.as_tensor(value).detach().double().sum())
+            total = float(torch.as_tensor(value).detach().cpu().double().sum())
             totals[name] = totals.get(name, 0.0) + total
 
     def evaluation_totals(self) -> dict[str, float]:
