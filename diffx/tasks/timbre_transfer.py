@@ -153,7 +153,8 @@ class TimbreTransfer(AudioTask):
             self.reverb_ir = nn.Parameter(REVERB_INIT_STD * torch.randn(self.reverb_taps))
         elif self.reverb_taps > 0:
             self.reverb_max_rt60_s = max(reverb_seconds, 2 * REVERB_MIN_RT60_S)
-            init_rt60 = min(REVERB_INIT_RT60_S, 0.5 * self.reverb_max_rt60_s)
+            # Strictly inside (min, max): at either end the logit below is infinite.
+            init_rt60 = min(REVERB_INIT_RT60_S, 0.5 * (REVERB_MIN_RT60_S + self.reverb_max_rt60_s))
             self.reverb_rt60_raw = nn.Parameter(
                 torch.full((REVERB_BANDS,), _logit(init_rt60, REVERB_MIN_RT60_S,
                                                    self.reverb_max_rt60_s))

@@ -69,6 +69,16 @@ def test_reverb_adds_the_dry_sound_convolved_with_the_learned_response():
     torch.testing.assert_close(again["audio"], out["audio"])
 
 
+@pytest.mark.parametrize("reverb_seconds", [0.005, 0.01, 0.02, 0.05])
+def test_short_noise_reverbs_start_with_finite_trainable_decays(reverb_seconds):
+    """The initial RT60 lies strictly inside its range, so its logit is finite (a reverb of at
+    most 2 x the minimum RT60 once started at the minimum itself: logit 0 = -inf)."""
+    model = small_model(reverb_seconds=reverb_seconds)
+    assert torch.isfinite(model.reverb_rt60_raw).all()
+    model.reverb_response().square().sum().backward()
+    assert model.reverb_rt60_raw.grad.abs().sum() > 0
+
+
 def test_noise_reverb_starts_quiet_and_always_decays_within_its_length():
     model = small_model(reverb_seconds=0.5)
     response = model.reverb_response().detach().double()
