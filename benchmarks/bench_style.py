@@ -13,10 +13,20 @@ Method:
 - Methods: autodiff through diffx's EQ + compressor; the same with the quickstart's model
   (log front end with level features, the reference-loudness stage); the same step with
   dasp-pytorch's parametric EQ and compressor in the chain's place (a peer's differentiable
-  effects, same parameter count and ranges, mapped from the same normalized outputs); SPSA (1
-  perturbation) around diffx's chain and around pedalboard's EQ + compressor; neural proxies
-  (two TCNs, 4 blocks, 32 channels) in ``proxy`` and ``straight_through`` mode.
-- Times: median of N steps after two warm-up steps, ``torch.set_num_threads(T)``.
+  effects, same parameter count and ranges, mapped from the same normalized outputs; encoder,
+  controller, loss and optimizer are the same code in both); SPSA (1 perturbation) around
+  diffx's chain and around pedalboard's EQ + compressor; neural proxies (two TCNs, 4 blocks, 32
+  channels) in ``proxy`` and ``straight_through`` mode.
+- Options (``StyleTransfer``'s flags, which change numerics by float rounding): ``compile``
+  (``torch.compile`` of the encoder's network) and ``fast loss backward``
+  (``fast_loss_backward``: the MR-STFT's STFT differentiated by an inverse real FFT), each alone
+  and together, and the dasp-pytorch step with both (the options act on the parts the two steps
+  share, so each pair is compared with the same options). A dasp-pytorch row's note gives its
+  time over the diffx row with the same options.
+- Times: median of N steps, ``torch.set_num_threads(T)``. The methods take turns, so that a
+  change in machine load reaches every method alike: each turn runs an untimed step and then
+  the timed one, so that no timed step follows another method's. The first turn's two steps
+  (which include ``compile``'s compilation) are not timed.
 - SPSA cost: the black-box chain evaluations per step (``B (1 + 2K)``) and the time the
   backward spends on them.
 """
@@ -78,12 +88,22 @@ class DaspChain(torch.nn.Module):
         )  # fmt: skip
 
 
+#: The rows' options: ``StyleTransfer`` flags by the suffix after the method's comma.
+OPTIONS = {
+    "": {},
+    "compile": {"compile": True},
+    "fast loss backward": {"fast_loss_backward": True},
+    "compile + fast loss backward": {"compile": True, "fast_loss_backward": True},
+}
+
+
 def make_task(method: str) -> StyleTransfer:
     from diffx.effects import Compressor, ParametricEQ
 
     chain = EffectChain([ParametricEQ(SR), Compressor(SR)])
-    if method in ("autodiff", "dasp-pytorch autodiff"):
-        task = StyleTransfer(chain=chain, sample_rate=SR)
+    base, _, option = method.partition(", ")
+    if base in ("autodiff", "dasp-pytorch autodiff") and option in OPTIONS:
+        task = StyleTransfer(chain=chain, sample_rate=SR, **OPTIONS[option])
         if method.startswith("dasp"):
             task.processor = DaspChain(chain)
         return task
@@ -107,19 +127,32 @@ def make_task(method: str) -> StyleTransfer:
     return task
 
 
-def time_steps(task: StyleTransfer, batches, steps: int) -> list[float]:
-    optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for i in range(steps + 2):
-        batch = batches[i % len(batches)]
-        start = time.perf_counter()
-        pred, _ = task(batch["input"], batch["reference"])
-        loss = task.loss(pred, batch["target"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+def time_step(task: StyleTransfer, optimizer: torch.optim.Optimizer, batch) -> float:
+    """Seconds of one training step."""
+    start = time.perf_counter()
+    pred, _ = task(batch["input"], batch["reference"])
+    loss = task.loss(pred, batch["target"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def time_steps(tasks: dict[str, StyleTransfer], batches, steps: int) -> dict[str, list[float]]:
+    """``steps`` step times per method, the methods taking turns (see the module docs)."""
+    optimizers = {
+        method: torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=1e-4)
+        for method, task in tasks.items()
+    }
+    times = {method: [] for method in tasks}
+    for i in range(steps + 1):
+        for method, task in tasks.items():
+            # An untimed step first: the timed one then follows a step of its own method, not
+            # another method's (whose memory use would otherwise be part of its time).
+            time_step(task, optimizers[method], batches[2 * i % len(batches)])
+            seconds = time_step(task, optimizers[method], batches[(2 * i + 1) % len(batches)])
+            if i >= 1:  # the first turn warms up (and compiles)
+                times[method].append(seconds)
     return times
 
 
@@ -147,22 +180,33 @@ def main() -> None:
     dm.setup("fit")
     batches = dm.fixed["val"]
     methods = ["autodiff", "autodiff, quickstart model", "dasp-pytorch autodiff",
+               "autodiff, compile", "autodiff, fast loss backward",
+               "autodiff, compile + fast loss backward",
+               "dasp-pytorch autodiff, compile + fast loss backward",
                "spsa (diffx chain)", "spsa (pedalboard chain)", "proxy",
                "proxy straight-through"]  # fmt: skip
-    rows, base = [], None
+    tasks, missing = {}, {}
     for method in methods:
         try:
-            task = make_task(method)
+            tasks[method] = make_task(method)
         except ImportError as error:
-            rows.append(f"| {method} | n/a | n/a | - | {error} |")
+            missing[method] = error
+    times = time_steps(tasks, batches, args.steps)
+    medians = {method: statistics.median(t) for method, t in times.items()}
+    base = medians["autodiff"]
+    rows = []
+    for method in methods:
+        if method in missing:
+            rows.append(f"| {method} | n/a | n/a | - | {missing[method]} |")
             continue
-        times = time_steps(task, batches, args.steps)
-        median = statistics.median(times)
-        base = base or median
+        median = medians[method]
         extra = ""
         if method.startswith("spsa"):
-            evaluations, seconds = spsa_cost(task, batches[0])
+            evaluations, seconds = spsa_cost(tasks[method], batches[0])
             extra = f"SPSA backward: {evaluations} chain evaluations, {seconds * 1e3:.0f} ms"
+        if method.startswith("dasp"):
+            peer = method.replace("dasp-pytorch autodiff", "autodiff")
+            extra = f"{median / medians[peer]:.2f}x the time of `{peer}`"
         rows.append(
             f"| {method} | {median * 1e3:.0f} | {1 / median:.2f} | {median / base:.2f}x | {extra} |"
         )
@@ -180,8 +224,8 @@ def main() -> None:
         f"- Machine: {platform.processor() or platform.machine()}; {os.cpu_count()} logical "
         f"CPUs; torch.set_num_threads({args.threads}); torch {torch.__version__}",
         f"- One step: batch 8 x 1 s at 24 kHz, SpectralEncoder + controller, MR-STFT + 100 x "
-        f"L1, backward, Adam; median of {args.steps} steps after 2 warm-up steps. Ratio = "
-        "time / autodiff time.",
+        f"L1, backward, Adam; median of {args.steps} steps, the methods taking turns (an untimed "
+        "and a timed step each) after a turn of 2 warm-up steps. Ratio = time / autodiff time.",
         "",
         "| method | ms per step | steps/s | vs autodiff | notes |",
         "|---|---:|---:|---:|---|",

@@ -139,7 +139,8 @@ class SpectralEncoder(nn.Module):
                 # No bias: BatchNorm's shift follows.
                 nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(c_out),
-                nn.ReLU(),
+                # In place: BatchNorm's backward reads its input, not its output.
+                nn.ReLU(inplace=True),
             ]
         self.cnn = nn.Sequential(*blocks)
         pooled_bins = self.n_bins
@@ -213,7 +214,9 @@ class SpectralEncoder(nn.Module):
             center=False,
             return_complex=True,
         )
-        return torch.view_as_real(X).square().sum(-1)  # |X|^2 without the sqrt at 0
+        # |X|^2 without the sqrt at 0; the same values as view_as_real(X).square().sum(-1)
+        # (a sum of two terms), which reduces over a size-2 axis 4x slower.
+        return X.real.square() + X.imag.square()
 
     def level_features(self, x: torch.Tensor, power: torch.Tensor | None = None) -> torch.Tensor:
         """Absolute-level summary of audio, in dB divided by ``LEVEL_SCALE_DB``.
@@ -267,6 +270,10 @@ class SpectralEncoder(nn.Module):
             ``(batch, embed_dim)``.
         """
         power = self._power(x)
+        return self.__dict__.get("_compiled_embed", self._embed)(power, x)
+
+    def _embed(self, power: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The network behind the STFT: ``(batch, embed_dim)`` from ``x``'s ``|X|^2``."""
         features = self.cnn(self._compress(power))  # (B, channels[-1], F', frames')
         mean = features.mean(dim=-1)
         std = (features.var(dim=-1, unbiased=False) + STD_EPS).sqrt()
@@ -274,6 +281,22 @@ class SpectralEncoder(nn.Module):
         if self.level_bands:
             pooled = torch.cat([pooled, self.level_features(x, power)], dim=1)
         return self.proj(pooled)
+
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` the network behind the STFT (arguments as ``torch.compile``'s).
+
+        Unlike ``nn.Module.compile`` the STFT front end stays eager: inductor generates no
+        code for complex tensors, and the input checks read a value back, which would break
+        the graph. The state dict is unchanged, and a pickled or deep-copied encoder runs eagerly
+        (as after ``nn.Module.compile``). Compiled kernels fuse and reorder float arithmetic, so
+        outputs differ from eager ones by float rounding.
+        """
+        self._compiled_embed = torch.compile(self._embed, *args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_compiled_embed", None)
+        return state
 
 
 class TCNEncoder(nn.Module):

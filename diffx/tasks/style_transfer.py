@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from diffx._validation import check_integer, check_sample_rate
+from diffx._validation import check_integer, check_sample_rate, wide_dtype
 from diffx.analysis.style_transfer import parameter_error, rule_based_match, style_metrics
 from diffx.data.sources import check_effect_rate
 from diffx.data.style_transfer import default_chain
@@ -94,6 +94,16 @@ class StyleTransfer(AudioTask):
             it, that metric is left out. In Python: ``StyleTransfer(...,
             data_chain=data.chain)`` for a :class:`diffx.data.StyleTransferDataModule`
             ``data``.
+        compile: ``torch.compile`` the encoder (``encoder.compile()``; for
+            :class:`SpectralEncoder` the network behind its STFT) and the ``mrstft`` and
+            ``mel_stft`` losses' terms after their STFTs (their ``compile``). Fused kernels round
+            differently, so outputs, losses and gradients change by float rounding; the first
+            steps (and each new batch shape or train/eval switch) spend seconds compiling. Needs a
+            C++ compiler on the CPU. ``False``: eager, as DeepAFx-ST.
+        fast_loss_backward: the ``mrstft`` and ``mel_stft`` losses differentiate the STFT of
+            the output by an inverse real FFT (their ``fast_backward``): the same loss values,
+            gradients equal to float rounding (about 1e-7 relative), first order only.
+            ``False``: auraloss's gradients, bit for bit.
     """
 
     def __init__(
@@ -116,6 +126,8 @@ class StyleTransfer(AudioTask):
         loudness_match: bool = False,
         loudness_correction_db: float = 3.0,
         data_chain: EffectChain | None = None,
+        compile: bool = False,
+        fast_loss_backward: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["chain", "encoder", "data_chain"])
@@ -132,6 +144,11 @@ class StyleTransfer(AudioTask):
             chain, gradient, spsa_epsilon, spsa_perturbations, spsa_workers, proxies, proxy_mode
         )
         self.encoder = encoder if encoder is not None else SpectralEncoder(self.sample_rate)
+        for name, flag in (("compile", compile), ("fast_loss_backward", fast_loss_backward)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be true or false, got {flag!r}")
+        if compile:
+            self.encoder.compile()
         embed_dim = getattr(self.encoder, "embed_dim", None)
         if not isinstance(embed_dim, int):
             raise ValueError(
@@ -164,9 +181,13 @@ class StyleTransfer(AudioTask):
         self.losses = check_loss_weights(DEFAULT_LOSSES if losses is None else losses, LOSSES)
         self.loss_modules = nn.ModuleDict()
         if "mrstft" in self.losses:
-            self.loss_modules["mrstft"] = MultiResolutionSTFTLoss()
+            self.loss_modules["mrstft"] = MultiResolutionSTFTLoss(
+                fast_backward=fast_loss_backward, compile=compile
+            )
         if "mel_stft" in self.losses:
-            self.loss_modules["mel_stft"] = MelSTFTLoss(sample_rate=self.sample_rate)
+            self.loss_modules["mel_stft"] = MelSTFTLoss(
+                sample_rate=self.sample_rate, fast_backward=fast_loss_backward, compile=compile
+            )
         if "esr" in self.losses:
             self.loss_modules["esr"] = ESRLoss()
         if "loudness" in self.losses:
@@ -322,7 +343,8 @@ class StyleTransfer(AudioTask):
         """
         if data_chain is None or data_chain.param_names != self.chain.param_names:
             return None
-        physical = data_chain.denormalize(batch["params"].to(torch.float64).clamp(0, 1))
+        wide = wide_dtype(batch["params"].device, "style transfer's true parameters")
+        physical = data_chain.denormalize(batch["params"].to(wide).clamp(0, 1))
         columns = [spec.normalize(physical[name]) for name, spec
                    in zip(self.chain.param_names, self.chain.param_specs)]  # fmt: skip
         return torch.stack(columns, dim=1).clamp(0, 1)
@@ -347,7 +369,7 @@ class StyleTransfer(AudioTask):
             metrics[f"rule_{name}"] = value
         truth = self.true_parameters(batch, data_chain)
         if truth is not None:
-            metrics["param_error"] = parameter_error(params.double(), truth)
+            metrics["param_error"] = parameter_error(params.to(truth.dtype), truth)
         self.keep_example(
             input=batch["input"][0, 0],
             reference=batch["reference"][0, 0],

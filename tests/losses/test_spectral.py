@@ -131,11 +131,100 @@ def test_mrstft_rejects_bad_inputs():
         (dict(eps=0.0), "eps"),
         (dict(window="hann"), "window"),
         (dict(reduction="avg"), "reduction"),
+        (dict(fast_backward="yes"), "fast_backward must be true or false"),
+        (dict(compile=1), "compile must be true or false"),
     ],
 )
 def test_mrstft_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiResolutionSTFTLoss(**kwargs)
+
+
+# --- the wrappers' own forward and the speed options ----------------------------------------
+
+MEL_SMALL = dict(fft_size=512, hop_size=128, win_length=512, n_mels=40)
+
+
+def value_and_gradient(loss, pred, target):
+    pred = pred.clone().requires_grad_(True)
+    value = loss(pred, target)
+    value.sum().backward()
+    return value.detach(), pred.grad
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: MultiResolutionSTFTLoss(**SMALL, **kw),
+        lambda **kw: MultiResolutionSTFTLoss(**SMALL, w_sc=0.0, w_lin_mag=0.5, **kw),
+        lambda **kw: MultiResolutionSTFTLoss(**SMALL, reduction="none", **kw),
+        lambda **kw: MelSTFTLoss(16000, **MEL_SMALL, **kw),
+    ],
+    ids=["mrstft", "linear_term", "per_item", "mel"],
+)
+def test_value_and_gradient_are_those_of_auraloss_forward_bit_for_bit(dtype, make):
+    # The wrappers skip the phase spectra auraloss computes and discards and fuse the
+    # magnitude's backward; value and gradient stay those of auraloss's forward (`loss.loss`).
+    loss = make()
+    pred, target = pair(dtype)
+    pred[0, 0] *= 1e-6  # STFT power under eps: the clamp's zero gradient
+    ours = value_and_gradient(loss, pred, target)
+    theirs_loss = loss.loss
+    if loss.reduction == "none":
+
+        def theirs_loss(p, t):
+            return torch.stack([loss.loss(p[i : i + 1], t[i : i + 1]) for i in range(3)])
+
+    theirs = value_and_gradient(theirs_loss, pred, target)
+    assert torch.equal(ours[0], theirs[0])
+    assert torch.equal(ours[1], theirs[1])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [SMALL, dict(fft_sizes=(255, 128), hop_sizes=(64, 50), win_lengths=(200, 101))],
+    ids=["even", "odd"],
+)
+def test_fast_backward_keeps_the_value_and_the_gradient_to_rounding(dtype, settings):
+    pred, target = pair(dtype)
+    pred[0, 0] *= 1e-6
+    exact = value_and_gradient(MultiResolutionSTFTLoss(**settings), pred, target)
+    fast = value_and_gradient(MultiResolutionSTFTLoss(**settings, fast_backward=True), pred, target)
+    assert torch.equal(fast[0], exact[0])
+    scale = exact[1].abs().max()
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(fast[1] / scale, exact[1] / scale, rtol=0, atol=tol)
+    mel = MelSTFTLoss(16000, **MEL_SMALL)
+    mel_fast = MelSTFTLoss(16000, **MEL_SMALL, fast_backward=True)
+    exact, fast = value_and_gradient(mel, pred, target), value_and_gradient(mel_fast, pred, target)
+    assert torch.equal(fast[0], exact[0])
+    scale = exact[1].abs().max()
+    torch.testing.assert_close(fast[1] / scale, exact[1] / scale, rtol=0, atol=tol)
+
+
+def test_fast_backward_passes_gradcheck_and_refuses_a_second_order():
+    loss = MultiResolutionSTFTLoss(
+        fft_sizes=(64, 31), hop_sizes=(16, 10), win_lengths=(48, 20), fast_backward=True
+    )
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 1, 200, dtype=torch.float64, generator=g, requires_grad=True)
+    target = torch.randn(2, 1, 200, dtype=torch.float64, generator=g)
+    assert torch.autograd.gradcheck(lambda p: loss(p, target), (pred,))
+    (grad,) = torch.autograd.grad(loss(pred, target), pred, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
+@pytest.mark.slow
+def test_compiled_terms_agree_with_eager_to_rounding():
+    pred, target = pair(torch.float32)
+    for fast in (False, True):
+        eager = value_and_gradient(MultiResolutionSTFTLoss(**SMALL), pred, target)
+        compiled = MultiResolutionSTFTLoss(**SMALL, fast_backward=fast, compile=True)
+        value, grad = value_and_gradient(compiled, pred, target)
+        torch.testing.assert_close(value, eager[0], rtol=1e-5, atol=0)
+        scale = eager[1].abs().max()
+        torch.testing.assert_close(grad / scale, eager[1] / scale, rtol=0, atol=1e-5)
 
 
 # --- mel --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ any length, silence and full scale, the controller's map, and named input errors
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -304,3 +305,27 @@ def test_gradients_match_finite_differences(kind):
             p.add_(torch.randn_like(p) * 0.1)
     x = torch.randn(1, 1, 300, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(encoder, (x,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["spectral", "spectral_levels"])
+def test_compiled_spectral_encoder_agrees_with_eager_and_keeps_its_state_dict(kind):
+    eager, compiled = ENCODERS[kind](), ENCODERS[kind]()
+    keys = list(compiled.state_dict())
+    compiled.compile()
+    assert list(compiled.state_dict()) == keys
+    torch.manual_seed(3)
+    x = torch.randn(3, 1, 3000) * 0.3
+    outputs = []
+    for encoder in (eager, compiled):
+        y = encoder(x)
+        y.square().sum().backward()
+        outputs.append((y.detach(), encoder.proj.weight.grad, encoder.cnn[0].weight.grad))
+    for ours, theirs in zip(outputs[1], outputs[0]):  # fused kernels round differently
+        scale = theirs.abs().max()
+        torch.testing.assert_close(ours / scale, theirs / scale, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="NaN"):  # the eager front end still checks the audio
+        compiled(torch.full((1, 1, 3000), float("nan")))
+    copied = pickle.loads(pickle.dumps(compiled))  # runs eagerly, as after nn.Module.compile
+    with torch.no_grad():
+        torch.testing.assert_close(copied(x), eager(x))

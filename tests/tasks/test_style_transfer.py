@@ -245,6 +245,32 @@ def test_bad_settings_are_named(tmp_path):
         make_model(chain=EffectChain([Gain(44100)]))
     with pytest.raises(ValueError, match="embed_dim"):
         StyleTransfer(encoder=torch.nn.Identity(), sample_rate=SR)
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        make_model(compile="yes")
+    with pytest.raises(ValueError, match="fast_loss_backward must be true or false"):
+        make_model(fast_loss_backward=1)
+
+
+@pytest.mark.slow
+def test_speed_options_give_the_default_loss_and_gradients_to_rounding():
+    chain = EffectChain([ParametricEQ(SR), Compressor(SR)])
+    _, batch = batch_from(chain)
+    results = {}
+    for name, options in [("default", {}), ("fast", dict(fast_loss_backward=True)),
+                          ("both", dict(compile=True, fast_loss_backward=True))]:  # fmt: skip
+        torch.manual_seed(0)
+        model = make_model(chain=chain, losses={"mrstft": 1.0, "mel_stft": 1.0, "l1": 100.0},
+                           **options)  # fmt: skip
+        pred, _ = model(batch["input"], batch["reference"])
+        loss = model.loss(pred, batch["target"])
+        loss.backward()
+        results[name] = (loss.detach(), model.encoder.cnn[0].weight.grad)
+    loss, grad = results["default"]
+    assert torch.equal(results["fast"][0], loss)  # the fast backward keeps the value
+    torch.testing.assert_close(results["both"][0], loss, rtol=1e-5, atol=0)
+    for name in ("fast", "both"):
+        scale = grad.abs().max()
+        torch.testing.assert_close(results[name][1] / scale, grad / scale, rtol=0, atol=1e-4)
 
 
 @requires_pedalboard
