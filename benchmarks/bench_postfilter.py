@@ -28,23 +28,32 @@ Method:
 - Correctness before timing: NNSVS's generator weights are copied into diffx's (same layer
   shapes: ``conv1..conv4``, ``fc`` -> ``noise_map``) and both are run with the same seed of
   torch's global generator (both draw one standard normal per frame, in the same order): the
-  outputs and every parameter gradient must agree to 1e-5, else the script stops. Likewise
-  NNSVS's discriminator at the recipe's padding (0, 0) against diffx's with copied
-  weights. The inference-time noise smoothing is compared too (not asserted: padding differs).
+  outputs and every parameter gradient must agree to 1e-5 (the channels-last path: to 1e-4 x
+  the largest output or gradient), else the script stops. Likewise NNSVS's discriminator at
+  the recipe's padding (0, 0) against diffx's with copied weights, and the parameters after
+  three whole training steps (NNSVS's weights copied into diffx's task, the same seeds; the
+  channels-last path's not asserted). The inference-time noise smoothing is compared too (not
+  asserted: padding differs).
 - Cases: (1) generator inference (eval mode, noise smoothed over 100 frames, no grad) and
   forward + backward of ``mean(y^2)`` w.r.t. all parameters (training mode); (2) discriminator
   forward + backward of ``mean(score^2)`` w.r.t. the input and all parameters; (3) one GAN
   training step (discriminator update, then generator update) by each library's own training
   code: diffx ``GANPostFilter.training_step`` (Lightning's optimizer access,
   ``manual_backward`` and ``clip_gradients`` replaced by plain torch calls, logging off) and
-  NNSVS's ``train_step``; (4) GV variance scaling of 100 utterances of 1000 x 60 frames,
+  NNSVS's ``train_step``. Cases 1-3 also time diffx's channels-last path (``diffx,
+  channels_last``: the networks ``.to(memory_format=torch.channels_last)``, the step
+  ``GANPostFilter(channels_last=True)``), whose float32 rounding differs (the agreement checks
+  assert it against NNSVS to ``CL_TOLERANCE`` x the output's max abs value); (4) GV variance
+  scaling of 100 utterances of 1000 x 60 frames,
   offset 2: diffx ``variance_scaling`` (batched tensor, and one call per utterance) against
   NNSVS's NumPy ``variance_scaling`` (one call per utterance), all frames and voiced frames
   only (``note_frame_indices`` / ``frame_mask``).
 - Times: ``torch.set_num_threads(T)`` (2); one warm-up call per implementation, then N calls
   of each, interleaved (diffx, peer, diffx, ...) so that a changing load from other processes
-  hits both alike; the median is reported. Ratio = peer time / diffx time (> 1: diffx faster).
-- Peak memory of the training step (unless ``--no-memory``): a fresh subprocess per library;
+  hits both alike; the median is reported. ``vs diffx`` = the row's time / diffx's (default
+  path) time (for the peer: > 1, diffx is faster); ``nnsvs / this`` = the peer's time / the
+  row's.
+- Peak memory of the training step (unless ``--no-memory``): a fresh subprocess per row;
   after a warm-up step at batch 1 (which creates Adam's state), the kernel's peak resident-set
   counter is reset (``echo 5 > /proc/self/clear_refs``) and the current RSS read; the peak
   (``VmHWM``) during one step at the benchmark's size minus that RSS is reported.
@@ -93,6 +102,9 @@ DEFAULT_REPO = "/work/.mirror/nnsvs+nnsvs/repo"
 PEER = "nnsvs"
 PEER_D_SAME = "nnsvs, padding (3, 1)"
 DIFFX_D_SAME = "diffx, padding (3, 1)"
+DIFFX_CL = "diffx, channels_last"
+CL_TOLERANCE = 1e-4  # channels-last vs NNSVS: max abs diff / max abs output (or gradient)
+STEP_CHECKS = 3  # training steps compared with NNSVS's weights copied in
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,9 +211,14 @@ def load_peer(repo: str) -> types.SimpleNamespace:
 # Networks and inputs
 
 
-def diffx_generator(seed: int = 0) -> Conv2dPostFilter:
+def _memory_format(module: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
+def diffx_generator(seed: int = 0, channels_last: bool = False) -> Conv2dPostFilter:
     torch.manual_seed(seed)
-    return Conv2dPostFilter(IN_DIM, G_CHANNELS, G_KERNEL, NOISE_TYPE, 1.0, SMOOTHING)
+    net = Conv2dPostFilter(IN_DIM, G_CHANNELS, G_KERNEL, NOISE_TYPE, 1.0, SMOOTHING)
+    return _memory_format(net, channels_last)
 
 
 def peer_generator(peer, seed: int = 0):
@@ -212,9 +229,11 @@ def peer_generator(peer, seed: int = 0):
     )  # fmt: skip
 
 
-def diffx_discriminator(seed: int = 0, padding=D_PADDING) -> Conv2dDiscriminator:
+def diffx_discriminator(
+    seed: int = 0, padding=D_PADDING, channels_last: bool = False
+) -> Conv2dDiscriminator:
     torch.manual_seed(seed)
-    return Conv2dDiscriminator(D_CHANNELS, D_KERNEL, padding)
+    return _memory_format(Conv2dDiscriminator(D_CHANNELS, D_KERNEL, padding), channels_last)
 
 
 def peer_discriminator(peer, padding=D_PADDING, seed: int = 0):
@@ -294,12 +313,12 @@ class BareGANPostFilter(GANPostFilter):
         pass
 
 
-def diffx_stepper(seed: int = 0):
+def diffx_stepper(seed: int = 0, channels_last: bool = False):
     torch.manual_seed(seed)
     task = BareGANPostFilter(
         streams=STREAMS, train_streams=("mgc",), adv_weight=ADV_WEIGHT, fm_weight=FM_WEIGHT,
         mse_weight=MSE_WEIGHT, learning_rate=LR, betas=BETAS, clip_norm=CLIP_NORM,
-        vuv_mask=True,
+        vuv_mask=True, channels_last=channels_last,
     )  # fmt: skip
     task._bench_optimizers = task.configure_optimizers()[0]
     task.train()
@@ -308,6 +327,7 @@ def diffx_stepper(seed: int = 0):
         mask = torch.ones(natural.shape[:2], dtype=torch.bool)
         task.training_step({"natural": natural, "predicted": predicted, "mask": mask}, 0)
 
+    step.task = task
     params = sum(p.numel() for p in task.parameters())
     return step, params
 
@@ -336,12 +356,13 @@ def peer_stepper(peer, seed: int = 0):
             mask_nth_mgc_for_adv_loss=MGC_OFFSET, gan_type="lsgan", vuv_mask=True,
         )  # fmt: skip
 
+    step.nets = (netG.mgc_postfilter, netD)
     params = sum(p.numel() for m in (netG, netD) for p in m.parameters())
     return step, params
 
 
 def steppers(peer) -> dict:
-    out = {"diffx": diffx_stepper()}
+    out = {"diffx": diffx_stepper(), DIFFX_CL: diffx_stepper(channels_last=True)}
     if peer is not None:
         out[PEER] = peer_stepper(peer)
     return out
@@ -353,7 +374,7 @@ def steppers(peer) -> dict:
 
 def generator_calls(peer, x):
     """``{(case, lib): fn}`` for the generator."""
-    nets = {"diffx": diffx_generator()}
+    nets = {"diffx": diffx_generator(), DIFFX_CL: diffx_generator(channels_last=True)}
     if peer is not None:
         nets[PEER] = peer_generator(peer)
     calls = {}
@@ -362,7 +383,7 @@ def generator_calls(peer, x):
         def infer(net=net, lib=lib):
             net.eval()
             with torch.no_grad():
-                net(x) if lib == "diffx" else net.inference(x)
+                net(x) if lib.startswith("diffx") else net.inference(x)
 
         def train(net=net):
             net.train()
@@ -375,7 +396,7 @@ def generator_calls(peer, x):
 
 
 def discriminator_calls(peer, x):
-    nets = {"diffx": diffx_discriminator()}
+    nets = {"diffx": diffx_discriminator(), DIFFX_CL: diffx_discriminator(channels_last=True)}
     if peer is not None:
         nets[PEER] = peer_discriminator(peer, D_PADDING)
     nets[DIFFX_D_SAME] = diffx_discriminator(padding=None)
@@ -457,40 +478,52 @@ def time_interleaved(calls: dict, repeats: int) -> dict:
 # Correctness
 
 
-def check_agreement(peer, x) -> list[dict]:
+def check_agreement(peer, x, natural, predicted) -> list[dict]:
     """Copy NNSVS's weights into diffx's networks and compare; stops on a mismatch."""
     rows = []
 
-    def add(check, err, scale, asserted, note=""):
+    def add(check, err, scale, asserted, note="", relative=False):
+        """``relative``: asserted <= CL_TOLERANCE x scale (the channels-last path's float32
+        rounding differs), else <= TOLERANCE."""
+        tolerance = CL_TOLERANCE * scale if relative else TOLERANCE
+        if asserted and relative:
+            note = f"asserted <= {CL_TOLERANCE:g} x output max abs" + (f"; {note}" if note else "")
         rows.append({"check": check, "err": err, "scale": scale, "asserted": asserted,
                      "note": note})  # fmt: skip
-        status = "asserted <= 1e-05" if asserted else "not asserted"
+        status = f"asserted <= {tolerance:.0e}" if asserted else "not asserted"
         print(f"agreement: {check:62s} max abs diff {err:.2e} (output max {scale:.2f}; {status})"
               + (f"; {note}" if note else ""))  # fmt: skip
-        if asserted and not err <= TOLERANCE:
-            raise SystemExit(f"diffx and NNSVS disagree: {check}: {err:.2e} > {TOLERANCE}")
+        if asserted and not err <= tolerance:
+            raise SystemExit(f"diffx and NNSVS disagree: {check}: {err:.2e} > {tolerance:.1e}")
 
     theirs = peer_generator(peer, seed=1)
     ours = diffx_generator(seed=2)
     ours.load_state_dict(generator_state_to_diffx(theirs.state_dict()))
+    ours_cl = diffx_generator(seed=2, channels_last=True)
+    ours_cl.load_state_dict(generator_state_to_diffx(theirs.state_dict()))
     for noise_scale in (1.0, 0.0):
-        theirs.noise_scale = ours.noise_scale = noise_scale
+        theirs.noise_scale = ours.noise_scale = ours_cl.noise_scale = noise_scale
         outs = []
-        for net in (theirs, ours):
+        for net in (theirs, ours, ours_cl):
             net.train()
             net.zero_grad(set_to_none=True)
-            torch.manual_seed(123)  # the same frame-wise noise draw for both
+            torch.manual_seed(123)  # the same frame-wise noise draw for all
             y = net(x)
             y.square().mean().backward()
             outs.append(y.detach())
-        err = (outs[0] - outs[1]).abs().max().item()
         label = "seeded noise" if noise_scale else "noise_scale=0"
-        add(f"generator output, train mode, {label}", err, outs[0].abs().max().item(), True)
         grads = generator_state_to_diffx({k: p.grad for k, p in theirs.named_parameters()})
-        ours_grads = dict(ours.named_parameters())
-        g_err = max((grads[k] - ours_grads[k].grad).abs().max().item() for k in grads)
         g_scale = max(g.abs().max().item() for g in grads.values())
-        add(f"generator parameter gradients, {label}", g_err, g_scale, True)
+        for net, out, path in ((ours, outs[1], ""), (ours_cl, outs[2], f" ({DIFFX_CL})")):
+            relative = net is ours_cl
+            err = (outs[0] - out).abs().max().item()
+            scale = outs[0].abs().max().item()
+            add(f"generator output, train mode, {label}{path}", err, scale, True,
+                relative=relative)  # fmt: skip
+            ours_grads = dict(net.named_parameters())
+            g_err = max((grads[k] - ours_grads[k].grad).abs().max().item() for k in grads)
+            add(f"generator parameter gradients, {label}{path}", g_err, g_scale, True,
+                relative=relative)  # fmt: skip
     theirs.noise_scale = ours.noise_scale = 1.0
     theirs.eval()
     ours.eval()
@@ -512,12 +545,48 @@ def check_agreement(peer, x) -> list[dict]:
     theirs_d = peer_discriminator(peer, D_PADDING, seed=3)
     ours_d = diffx_discriminator(seed=4)
     ours_d.load_state_dict(discriminator_state_to_diffx(theirs_d.state_dict()))
+    ours_d_cl = diffx_discriminator(seed=4, channels_last=True)
+    ours_d_cl.load_state_dict(ours_d.state_dict())
     with torch.no_grad():
         maps_t = theirs_d(x)[-1]
         maps_o = ours_d(x)
-    err = max((a.reshape(b.shape) - b).abs().max().item() for a, b in zip(maps_t, maps_o))
+        maps_cl = ours_d_cl(x)
     scale = max(m.abs().max().item() for m in maps_t)
-    add("discriminator feature maps and score, recipe padding (0, 0)", err, scale, True)
+    for maps, path in ((maps_o, ""), (maps_cl, f" ({DIFFX_CL})")):
+        err = max((a.reshape(b.shape) - b).abs().max().item() for a, b in zip(maps_t, maps))
+        add(f"discriminator feature maps and score, recipe padding (0, 0){path}", err, scale,
+            True, relative=bool(path))  # fmt: skip
+
+    # Whole training steps: NNSVS's weights copied into both diffx tasks, the same seeds.
+    theirs_step = peer_stepper(peer, seed=5)[0]
+    net_g, net_d = theirs_step.nets
+    ours_steps = {"": diffx_stepper(seed=6)[0], f" ({DIFFX_CL})": diffx_stepper(6, True)[0]}
+    for ours_step in ours_steps.values():
+        ours_step.task.postfilter.filters["mgc"].load_state_dict(
+            generator_state_to_diffx(net_g.state_dict())
+        )
+        ours_step.task.discriminators["mgc"].load_state_dict(
+            discriminator_state_to_diffx(net_d.state_dict())
+        )
+    for i in range(STEP_CHECKS):
+        for fn in (theirs_step, *ours_steps.values()):
+            torch.manual_seed(100 + i)
+            fn(natural, predicted)
+    theirs_state = {
+        **{f"G.{k}": v for k, v in generator_state_to_diffx(net_g.state_dict()).items()},
+        **{f"D.{k}": v for k, v in discriminator_state_to_diffx(net_d.state_dict()).items()},
+    }
+    scale = max(v.abs().max().item() for v in theirs_state.values())
+    for path, ours_step in ours_steps.items():
+        task = ours_step.task
+        ours_state = {
+            **{f"G.{k}": v for k, v in task.postfilter.filters["mgc"].state_dict().items()},
+            **{f"D.{k}": v for k, v in task.discriminators["mgc"].state_dict().items()},
+        }
+        err = max((v - ours_state[k]).abs().max().item() for k, v in theirs_state.items())
+        add(f"parameters after {STEP_CHECKS} GAN training steps{path}", err, scale, not path,
+            "not asserted: Adam turns rounding-level gradient differences into steps of up to "
+            "the learning rate (1e-4)" if path else "")  # fmt: skip
     return rows
 
 
@@ -552,7 +621,7 @@ def check_gv(peer, feats, gv, masks) -> list[dict]:
 
 def memory_child(lib: str, args) -> None:
     torch.set_num_threads(args.threads)
-    peer = load_peer(args.peer_repo) if lib != "diffx" else None
+    peer = load_peer(args.peer_repo) if lib == PEER else None
     step = steppers(peer)[lib][0]
     step(*make_features(1, args.frames, seed=1))  # imports, Adam state
     natural, predicted = make_features(args.batch, args.frames)
@@ -620,7 +689,7 @@ def main() -> None:
     # Correctness first.
     agreement, gv_checks = [], []
     if peer is not None:
-        agreement = check_agreement(peer, x[:2])
+        agreement = check_agreement(peer, x[:2], natural[:2], predicted[:2])
         gv_checks = check_gv(peer, feats, gv, masks)
 
     busy = report.training_running()
@@ -650,7 +719,7 @@ def main() -> None:
 
     memory = {}
     if not args.no_memory:
-        for lib in ["diffx"] + ([PEER] if peer else []):
+        for lib in ["diffx", DIFFX_CL] + ([PEER] if peer else []):
             memory[lib] = measure_memory(lib, args)
             print(f"memory train step {lib:10s} {fmt_ms(memory[lib])} MiB")
 
@@ -678,7 +747,7 @@ def write_report(
             cpu = re.search(r"model name\s*:\s*(.+)", f.read()).group(1)
     except (OSError, AttributeError):
         pass
-    libs = ["diffx"] + ([PEER] if peer else [])
+    libs = ["diffx", DIFFX_CL] + ([PEER] if peer else [])
     lines = [
         "# GAN post-filter benchmark: diffx vs NNSVS (CPU)",
         "",
@@ -706,7 +775,9 @@ def write_report(
         f"{G_KERNEL}, frame-wise noise, inference smoothing {SMOOTHING} frames; discriminator "
         f"channels {D_CHANNELS}, kernel {D_KERNEL}. Times are medians in ms of {args.repeats} "
         f"calls (discriminator {args.d_repeats}, GV {args.gv_repeats}) after one warm-up, the "
-        f"implementations interleaved; ratio = peer time / diffx time (> 1: diffx is faster).",
+        f"implementations interleaved; `vs diffx` = the row's time / diffx's (default path) "
+        f"time (for the peer: > 1, diffx is faster); `{PEER} / this` = the peer's time / the "
+        "row's.",
         "",
     ]
     if peer_note:
@@ -735,6 +806,7 @@ def write_report(
         "diffx": '`Conv2dPostFilter(58, 64, (5, 5), "frame_wise", smoothed_width=100)`',
         PEER: "`Conv2dPostFilter(in_dim=58, channels=64, kernel_size=(5, 5), noise_type="
         '"frame_wise", smoothing_width=100)`; `inference()` builds a `MovingAverage1d` per call',
+        DIFFX_CL: CL_NOTE,
     }
     lines += rows(libs, ("G inference", "G fwd+bwd"), g_notes, params["G"])
     lines += [
@@ -755,11 +827,10 @@ def write_report(
         DIFFX_D_SAME: "`padding=None` (-> (3, 1)): keeps the feature axis (the `bap` recipe's "
         "choice; 1-dim streams need it)",
         PEER_D_SAME: "same class with `padding=None` (-> (3, 1))",
+        DIFFX_CL: "the same module with `.to(memory_format=torch.channels_last)`",
     }
-    for lib in ["diffx"] + ([PEER] if peer else []) + [DIFFX_D_SAME] + (
-        [PEER_D_SAME] if peer else []
-    ):
-        reference = "diffx" if lib in ("diffx", PEER) else DIFFX_D_SAME
+    for lib in libs + [DIFFX_D_SAME] + ([PEER_D_SAME] if peer else []):
+        reference = "diffx" if lib in libs else DIFFX_D_SAME
         t, d = times.get(("D fwd+bwd", lib), "-"), times.get(("D fwd+bwd", reference))
         lines.append(
             f"| {lib} | {fmt_ms(t)} | {ratio(t, d)} | {params['D'].get(lib, 0):,} | "
@@ -772,21 +843,23 @@ def write_report(
         "",
         "## 3. GAN training step (discriminator update + generator update)",
         "",
-        "| implementation | ms per step | steps/s | vs diffx | peak MiB | parameters (G + D) "
-        "| notes |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        f"| implementation | ms per step | steps/s | vs diffx | {PEER} / this | peak MiB | "
+        "parameters (G + D) | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     s_notes = {
         "diffx": "`GANPostFilter.training_step` (Lightning hooks replaced by plain torch calls)",
+        DIFFX_CL: "the same with `GANPostFilter(channels_last=True)`: both networks' weights "
+        "channels-last",
         PEER: "`train_step` of `nnsvs/bin/train_postfilter.py`, `MultistreamPostFilter` + "
         "`Conv2dD`; `compute_distortions` stubbed out",
     }
-    d = times.get(("train step", "diffx"))
+    d, p = times.get(("train step", "diffx")), times.get(("train step", PEER))
     for lib in libs:
         t = times.get(("train step", lib), "-")
         per_s = f"{1e3 / t:.2f}" if isinstance(t, float) else "-"
         lines.append(
-            f"| {lib} | {fmt_ms(t)} | {per_s} | {ratio(t, d)} | "
+            f"| {lib} | {fmt_ms(t)} | {per_s} | {ratio(t, d)} | {ratio(p, t)} | "
             f"{fmt_ms(memory.get(lib, '-'))} | {params['step'].get(lib, 0):,} | {s_notes[lib]} |"
         )
     lines += [
@@ -795,7 +868,7 @@ def write_report(
         "gradient norms clipped to 1, V/UV mask on the discriminator's input; 67-dim features "
         "in, the generator on mgc[2:], the discriminator on mgc[2:] of natural and generated."
         + (
-            " Peak memory: fresh subprocess per library, peak RSS during one step (after a "
+            " Peak memory: fresh subprocess per row, peak RSS during one step (after a "
             "warm-up step at batch 1) minus the RSS before it."
             if memory
             else ""
@@ -846,6 +919,12 @@ def write_report(
     report.write_section(args.out, "postfilter", "\n".join(lines))
 
 
+CL_NOTE = (
+    "the same module with `.to(memory_format=torch.channels_last)`: channels-last "
+    "convolutions, and layers 2-4 convolve the hidden maps and the input plane apart (64/128 "
+    "input channels instead of 65/129)"
+)
+
 DIFFERENCES = [
     "Discriminator padding: NNSVS's `mgc` recipe builds `Conv2dD` with `padding: [0, 0]`, so "
     "with kernel (7, 3) every layer trims 6 frames and 2 dims (58 dims -> 48, 256 frames -> 20 "
@@ -866,6 +945,13 @@ DIFFERENCES = [
     "de-normalized features) is not run here. diffx computes the MSE too (for the log), skips "
     "feature matching at weight 0, and normalizes its stream with the scaler (identity "
     "here); the Lightning `Trainer`'s own per-step overhead is not included.",
+    "Generator update: diffx freezes the discriminator's parameters meanwhile, so the "
+    "backward pass through it computes input gradients only; NNSVS also computes its weight "
+    "gradients, which the next discriminator update zeroes unused. Same results, bit for bit.",
+    "`diffx, channels_last` (`GANPostFilter(channels_last=True)`): float32 rounding differs "
+    "from the default path and NNSVS (outputs ~1e-6 relative; parameter gradients up to ~3e-4 "
+    "relative per tensor after a step, the order of either path's own float32 error against a "
+    "float64 reference), so its agreement rows are asserted relative to the output's size.",
     "V/UV mask: NNSVS masks frames where both the natural and the predicted V/UV are > 0; "
     "diffx where the natural V/UV is > 0.5 (the same frames here: both V/UV streams are the "
     "same 0/1 pattern).",

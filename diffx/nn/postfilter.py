@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from diffx.functional.postfilter import (
     StreamLayout,
@@ -38,6 +39,10 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(pair) != 2 or any(v < 1 or v % 2 == 0 for v in pair):
         raise ValueError(f"{name} must be two odd sizes >= 1 (time, feature), got {value}")
     return pair  # type: ignore[return-value]
+
+
+def _is_channels_last(weight: torch.Tensor) -> bool:
+    return not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def _kaiming(module: nn.Module) -> None:
@@ -60,6 +65,12 @@ class Conv2dPostFilter(nn.Module):
     learned ``Linear(1, in_dim)``; ``"bin_wise"`` draws one value per frame and dimension. In
     eval mode a ``smoothed_width``-frame moving average smooths the noise over time (NNSVS's
     inference-time smoothing: fewer audible artifacts, slightly smoother output).
+
+    Channels-last (``module.to(memory_format=torch.channels_last)``): the convolutions run
+    in that memory format (oneDNN's faster kernels on CPU), and layers 2-4 convolve the hidden
+    maps and the input plane apart and add the two, instead of convolving their
+    concatenation: the same function, with float32 rounding that differs (outputs ~1e-6
+    relative). Contiguous weights (the default) compute exactly NNSVS's ``Conv2dPostFilter``.
 
     Args:
         in_dim: feature dims the filter sees.
@@ -136,12 +147,27 @@ class Conv2dPostFilter(nn.Module):
                 f"expected (batch, frames, {self.in_dim}) features, got {tuple(x.shape)}"
             )
         plane = x[:, None]
-        relu = torch.relu
+        relu = torch.relu_  # in place on each convolution's fresh output: one map less
         y = relu(self.conv1(torch.cat([plane, self.noise(x, generator)], dim=1)))
-        y = relu(self.conv2(torch.cat([plane, y], dim=1)))
-        y = relu(self.conv3(torch.cat([plane, y], dim=1)))
-        residual = self.conv4(torch.cat([plane, y], dim=1))
+        if _is_channels_last(self.conv2.weight):
+            y = relu(self._plane_apart(self.conv2, plane, y))
+            y = relu(self._plane_apart(self.conv3, plane, y))
+            residual = self._plane_apart(self.conv4, plane, y)
+        else:
+            y = relu(self.conv2(torch.cat([plane, y], dim=1)))
+            y = relu(self.conv3(torch.cat([plane, y], dim=1)))
+            residual = self.conv4(torch.cat([plane, y], dim=1))
         return (plane + residual)[:, 0]
+
+    @staticmethod
+    def _plane_apart(conv: nn.Conv2d, plane: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """``conv(cat([plane, maps], dim=1))`` as the sum of two convolutions: the maps' (a
+        channel count oneDNN's blocked kernels fit, 64 or 128, not 65 or 129) and the input
+        plane's (no input gradient unless the features need one). Float32 rounding differs
+        from the concatenated form's."""
+        weight, pad = conv.weight, conv.padding
+        out = F.conv2d(maps, weight[:, 1:], conv.bias, padding=pad)
+        return out.add_(F.conv2d(plane, weight[:, :1], None, padding=pad))
 
 
 class Conv2dDiscriminator(nn.Module):
@@ -179,7 +205,8 @@ class Conv2dDiscriminator(nn.Module):
         widths = [(1, C, 1), (C, 2 * C, 2), (2 * C, 4 * C, 2), (4 * C, 2 * C, 2)]
         self.layers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(i, o, kernel, stride=(s, 1), padding=padding), nn.LeakyReLU(0.2)
+                nn.Conv2d(i, o, kernel, stride=(s, 1), padding=padding),
+                nn.LeakyReLU(0.2, inplace=True),  # on the convolution's fresh output
             )
             for i, o, s in widths
         )

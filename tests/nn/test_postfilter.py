@@ -1,5 +1,7 @@
 """Post-filter networks and the GV / multi-stream post-filters."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,41 @@ def test_discriminator_maps_and_one_dimensional_streams():
     with pytest.raises(ValueError, match="too small"):
         recipe(torch.randn(1, 96, 58))  # 97 frames is the least that leaves a score
     assert recipe(torch.randn(1, 97, 58))[-1].shape[-2] == 1
+
+
+@pytest.mark.parametrize("kernel_size", [(5, 5), (5, 1)])
+def test_channels_last_networks_compute_the_same_function(kernel_size):
+    """Channels-last weights: convolutions in that format and the generator's input plane
+    convolved apart; the same outputs and gradients up to float32 rounding."""
+    torch.manual_seed(0)
+    g = Conv2dPostFilter(9, channels=16, kernel_size=kernel_size)
+    torch.nn.init.normal_(g.conv4.weight, std=0.1)  # not the identity
+    d = Conv2dDiscriminator(channels=8, kernel_size=(7, 3))
+    g_cl = copy.deepcopy(g).to(memory_format=torch.channels_last)
+    d_cl = copy.deepcopy(d).to(memory_format=torch.channels_last)
+    w = g_cl.conv2.weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    x = torch.randn(2, 40, 9)
+    results = []
+    for gen, disc in ((g, d), (g_cl, d_cl)):
+        torch.manual_seed(1)
+        y = gen(x)
+        maps = disc(y)
+        (maps[-1].square().mean() + maps[1].abs().mean()).backward()
+        grads = [p.grad for p in (*gen.parameters(), *disc.parameters())]
+        results.append((y, maps, grads))
+    (y, maps, grads), (y_cl, maps_cl, grads_cl) = results
+    assert maps_cl[1].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(maps_cl, maps):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_cl, grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    g_cl.eval()  # inference (smoothed noise, no grad) too
+    g.eval()
+    with torch.no_grad():
+        gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+        torch.testing.assert_close(g_cl(x, gen_a), g(x, gen_b), rtol=1e-5, atol=1e-5)
 
 
 def _utterances(n=4, frames=200, seed=0):

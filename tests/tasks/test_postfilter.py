@@ -128,6 +128,83 @@ def test_stream_defaults_follow_the_nnsvs_recipes():
         GANPostFilter(streams={"mgc": 8, "vuv": 1})  # 6 dims after the offset
 
 
+class _BareTask(GANPostFilter):
+    """``training_step`` without a Trainer; records what each backward pass sees."""
+
+    def optimizers(self, use_pl_optimizer=True):
+        return self._opts
+
+    def manual_backward(self, loss, *args, **kwargs):
+        self.seen.append([p.requires_grad for p in self.discriminators.parameters()])
+        loss.backward()
+
+    def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        if optimizer is self._opts[1]:
+            self.d_grads = [p.grad.clone() for p in params]
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def log_dict(self, *args, **kwargs):
+        pass
+
+
+def _bare_task(channels_last=False):
+    torch.manual_seed(0)
+    task = _BareTask(LAYOUT.to_dict(), settings=TINY, channels_last=channels_last)
+    task._opts, task.seen = task.configure_optimizers()[0], []
+    return task
+
+
+def test_generator_update_freezes_the_discriminator_and_channels_last_agrees():
+    g = torch.Generator().manual_seed(0)
+    natural = torch.randn(2, 128, LAYOUT.dims, generator=g)
+    batch = {"natural": natural, "predicted": 0.5 * natural, "mask": torch.ones(2, 128) > 0}
+    default, fast = _bare_task(), _bare_task(channels_last=True)
+    assert default.postfilter.filters["mgc"].conv2.weight.is_contiguous()
+    for task in (default, fast):
+        torch.manual_seed(1)
+        task.training_step(batch, 0)
+        n = len(list(task.discriminators.parameters()))
+        # the discriminator update's backward, then the generator update's: D frozen
+        assert task.seen == [[True] * n, [False] * n]
+        assert all(p.requires_grad for p in task.discriminators.parameters())
+        # the generator update left the discriminator's (clipped) gradients as they were
+        for p, grad in zip(task.discriminators.parameters(), task.d_grads):
+            assert torch.equal(p.grad, grad)
+    for module in (fast.postfilter, fast.discriminators):
+        assert all(
+            p.is_contiguous(memory_format=torch.channels_last)
+            for p in module.parameters()
+            if p.dim() == 4
+        )
+    # one Adam step from the same weights: equal up to float32 rounding (which Adam's first
+    # step can turn into up to twice the learning rate, 1e-4, on near-zero gradients)
+    for a, b in zip(default.parameters(), fast.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-4)
+
+
+def test_channels_last_fits_and_exports(tmp_path):
+    root = _pairs_with_train_as_valid(tmp_path / "pairs")
+    dm = PostFilterDataModule(str(root), segment_frames=128, batch_size=2, segments_per_epoch=4)
+    model = GANPostFilter(LAYOUT.to_dict(), settings=TINY, channels_last=True,
+                          training_statistics=dm.statistics)  # fmt: skip
+    _trainer(tmp_path, 4).fit(model, dm)
+    assert model.postfilter.filters["mgc"].conv2.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    exported, _ = load_postfilter(tmp_path / "run" / "postfilter.pt")  # contiguous weights
+    x = torch.from_numpy(dm.pairs["train"][0].predicted)[None]
+    torch.testing.assert_close(
+        exported(x, torch.Generator().manual_seed(1)),
+        model.postfilter.eval()(x, torch.Generator().manual_seed(1)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match="not in streams"):
         GANPostFilter(train_streams=["sp"])

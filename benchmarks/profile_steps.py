@@ -1,0 +1,140 @@
+"""Where each task's training step spends its time: torch.profiler tables, diffx and its peer.
+
+Usage::
+
+    python benchmarks/profile_steps.py [--tasks ddsp,postfilter,style] [--rows 10]
+        [--threads 2] [--out benchmarks/RESULTS.md] [--section NAME] [--title TEXT]
+
+For each task the training step of the matching benchmark script is built exactly as there
+(``bench_ddsp.train_steppers``: DDSP, batch 16 x 4 s at 16 kHz; ``bench_postfilter.steppers``:
+the GAN post-filter, batch 8 x 256 frames; ``bench_style``: style transfer, batch 8 x 1 s at
+24 kHz, diffx's chain and the dasp-pytorch chain), run twice to warm up, then once under
+``torch.profiler`` (CPU activities). The tables list the ops with the most self CPU time
+(summed over threads, so with 2 threads the total can exceed the step's wall time) and each
+op's share of the step's total self time. Peers are read from the same local mirrors as the
+benchmark scripts; a task whose peer is missing is profiled for diffx only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def ddsp_steps():
+    import bench_ddsp as b
+
+    peer = b.load_peer(b.DEFAULT_REPO) if os.path.isdir(b.DEFAULT_REPO) else None
+    ctrl, _, target = b.make_all_inputs(16, 4.0)
+    steppers = b.train_steppers(peer, b.PEER_REVERB_SECONDS)
+    return {name: (lambda s=step: s(ctrl, target)) for name, (step, _) in steppers.items()}
+
+
+def postfilter_steps():
+    import bench_postfilter as b
+
+    peer = b.load_peer(b.DEFAULT_REPO) if os.path.isdir(b.DEFAULT_REPO) else None
+    natural, predicted = b.make_features(8, 256)
+    return {name: (lambda s=step: s(natural, predicted))
+            for name, (step, _) in b.steppers(peer).items()}  # fmt: skip
+
+
+def style_steps():
+    import bench_style as b
+
+    from diffx.data import StyleTransferDataModule
+
+    dm = StyleTransferDataModule(sample_rate=b.SR, sources=["guitar_em9", "violin", "bass"],
+                                 val_examples=8, test_examples=8, batch_size=8)  # fmt: skip
+    dm.setup("fit")
+    batch = dm.fixed["val"][0]
+    out = {}
+    for method in ("autodiff", "dasp-pytorch autodiff"):
+        try:
+            task = b.make_task(method)
+        except ImportError:
+            continue
+        optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=1e-4)
+
+        def step(task=task, optimizer=optimizer):
+            pred, _ = task(batch["input"], batch["reference"])
+            loss = task.loss(pred, batch["target"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        out["diffx" if method == "autodiff" else "dasp-pytorch"] = step
+    return out
+
+
+TASKS = {"ddsp": ddsp_steps, "postfilter": postfilter_steps, "style": style_steps}
+
+
+def profile_table(step, rows: int) -> tuple[str, float]:
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    wall = time.perf_counter() - start
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    lines = ["| op | self CPU ms | share | calls |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e3:.1f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f} % | {e.count} |")  # fmt: skip
+    return "\n".join(lines), wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--rows", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--section", default="profiles", help="RESULTS.md section to write")
+    ap.add_argument("--title", default="", help="appended to the section's heading")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    begin = time.time()
+    sections = []
+    for name in args.tasks.split(","):
+        for lib, step in TASKS[name]().items():
+            torch.manual_seed(0)
+            table, wall = profile_table(step, args.rows)
+            sections += [f"### {name}: {lib} (one profiled step, {wall * 1e3:.0f} ms wall "
+                         "with the profiler on)", "", table, ""]  # fmt: skip
+            print(sections[-4], flush=True)
+            print(table, flush=True)
+    command = "python benchmarks/profile_steps.py " + " ".join(sys.argv[1:])
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    text = "\n".join([
+        f"# Training-step profiles (CPU){args.title}",
+        "",
+        "Generated by `benchmarks/profile_steps.py`; do not edit by hand (method in its "
+        "docstring).",
+        "",
+        f"- Command: `{command.strip()}`",
+        f"- Date: {datetime.datetime.now().isoformat(timespec='seconds')}; total run time "
+        f"{time.time() - begin:.0f} s; torch.set_num_threads({args.threads}); load average "
+        f"at the end {load}",
+        "",
+        *sections,
+    ])  # fmt: skip
+    if args.out:
+        from report import write_section
+
+        write_section(args.out, args.section, text)
+
+
+if __name__ == "__main__":
+    main()
