@@ -232,7 +232,9 @@ def _import_grafx():
     """Import GRAFX, stubbing ``torchaudio`` (used only by its ``lfilter`` back end)."""
     try:
         import torchaudio  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):  # OSError: a torchaudio wheel built for another torch
+        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+            del sys.modules[name]  # the half-imported package
         stub = types.ModuleType("torchaudio")
         stub.__version__ = "0.0.0+stub"
         functional = types.ModuleType("torchaudio.functional")

@@ -11,9 +11,9 @@ with numba's own ``prange`` thread pool, which has two problems where users trai
   two cores, a style-transfer training step ran 5x slower than with ``NUMBA_NUM_THREADS=1``.
 
 So the kernels are compiled serially over a range of rows (``nogil=True``) and launched here:
-the rows are split into ``n`` contiguous ranges, ``n - 1`` of them go to a small pool of
-Python threads and the calling thread does the first. Waiting threads block on a queue (the
-operating system wakes them), so nothing spins, and ``n`` is
+the calling thread and ``n - 1`` threads of a small pool claim the rows a few at a time until
+none are left. Waiting threads block on a queue (the operating system wakes them), so nothing
+spins, and ``n`` is
 
     n = min(torch.get_num_threads(), rows, samples // MIN_SAMPLES_PER_THREAD)   (at least 1)
 
@@ -25,6 +25,7 @@ kernels fewer threads than torch, call :func:`set_max_threads`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -82,16 +83,28 @@ def run_rows(kernel: Callable[..., None], n_rows: int, n_samples: int, *args) ->
 
     ``kernel`` must be a numba function compiled with ``nogil=True`` that touches only rows
     ``first_row .. end_row - 1`` of its outputs, so the ranges run concurrently without locks.
+    The rows are claimed a few at a time by whichever thread is free rather than split in fixed
+    halves: a pool thread can wake late (torch's OpenMP threads keep a core busy-waiting for a
+    few milliseconds after each torch op), and the calling thread then carries on with the rows
+    instead of waiting for it. Which thread runs a row never changes its result.
     """
     n_threads = thread_count(n_rows, n_samples)
     if n_threads == 1:
         kernel(0, n_rows, *args)
         return
-    bounds = [n_rows * i // n_threads for i in range(n_threads + 1)]
+    chunk = max(1, n_rows // (4 * n_threads))
+    starts = itertools.count(0, chunk)  # next() is atomic under the GIL: each start once
+
+    def claim_and_run() -> None:
+        for first in starts:
+            if first >= n_rows:
+                return
+            kernel(first, min(first + chunk, n_rows), *args)
+
     pool = _executor()
-    others = [pool.submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, n_threads)]
+    others = [pool.submit(claim_and_run) for _ in range(n_threads - 1)]
     try:
-        kernel(bounds[0], bounds[1], *args)
+        claim_and_run()
     finally:
         for future in others:
             future.result()  # re-raises a worker's error here, in the caller
