@@ -89,13 +89,14 @@ def _forward_kernel(first, end, phase, dist, left, w, starts, longest, out):  # 
                 out[b, n0 + j] = acc[j]
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True)
 def _backward_kernel(
     first, end, grad, phase, dist, left, w, starts, longest, grad_phase, grad_dist
 ):  # pragma: no cover - compiled
     """Rows ``first .. end - 1``: grad_phase (B, T) and grad_dist (B, F, K) (zeroed by the
-    caller) receive the gradients of the module docstring. The per-harmonic sums over a segment
-    may be reassociated (vectorised); everything is float64."""
+    caller) receive the gradients of the module docstring, in float64. The per-harmonic sums
+    over a segment are taken in sample order (no fastmath reassociation: a vectorised sum's
+    order depends on the scratch arrays' alignment, so results would vary from call to call)."""
     n_frames, n_harmonics = dist.shape[1], dist.shape[2]
     two_cos = np.empty(longest)
     s_prev = np.empty(longest)

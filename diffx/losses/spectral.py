@@ -286,7 +286,9 @@ def _stft_loss_terms(x_mag, y_mag, w_sc: float, w_log_mag: float, w_lin_mag: flo
 @functools.cache
 def _compiled_stft_loss_terms():
     """:func:`_stft_loss_terms` through ``torch.compile`` (made on first use)."""
-    return torch.compile(_stft_loss_terms)
+    # dynamic=False: each STFT size gets its own static graph; a dynamic (symbolic-shape)
+    # recompile, which torch makes on the second shape by default, failed in inductor here.
+    return torch.compile(_stft_loss_terms, dynamic=False)
 
 
 def _auraloss_stft_value(

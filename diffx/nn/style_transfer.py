@@ -291,6 +291,9 @@ class SpectralEncoder(nn.Module):
         (as after ``nn.Module.compile``). Compiled kernels fuse and reorder float arithmetic, so
         outputs differ from eager ones by float rounding.
         """
+        # Static shapes unless asked otherwise: torch's default makes a dynamic (symbolic-shape)
+        # graph on the second input shape, which failed in inductor here.
+        kwargs.setdefault("dynamic", False)
         self._compiled_embed = torch.compile(self._embed, *args, **kwargs)
 
     def __getstate__(self):
