@@ -46,7 +46,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPIN = "while True:\n    pass\n"
 WORKLOADS = ("peq", "compressor", "style_step")
-SAMPLE_RATE = 44100.0
 STYLE_SR = 24000
 
 
@@ -67,37 +66,24 @@ def _time_calls(fn, repeats: int) -> float:
 
 
 def _core_op(name: str):
+    """The op of ``bench_core``'s diffx row (``peers``), forward + backward, as a call."""
     import numpy as np
     import torch
 
     sys.path.insert(0, HERE)
-    from peers import COMP, _peq_params
-
-    from diffx.functional import filters
-    from diffx.functional.dynamics import compressor
+    from peers import COMP, _diffx_compressor, _diffx_peq, _peq_params
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((8, 1, 131072)).astype(np.float32) * 0.3)
     if name == "peq":
-        p = {k: v.float().requires_grad_() for k, v in _peq_params(8, rng).items()}
-
-        def call():
-            y = filters.parametric_eq(
-                x.requires_grad_(), SAMPLE_RATE,
-                low_shelf_freq_hz=p["ls_freq_hz"], low_shelf_gain_db=p["ls_gain_db"],
-                low_shelf_q=p["ls_q"], band_freqs_hz=p["band_freqs_hz"],
-                band_gains_db=p["band_gains_db"], band_qs=p["band_qs"],
-                high_shelf_freq_hz=p["hs_freq_hz"], high_shelf_gain_db=p["hs_gain_db"],
-                high_shelf_q=p["hs_q"],
-            )  # fmt: skip
-            y.square().mean().backward()
-
-        return call
-    params = {k: torch.full((8,), v, requires_grad=True) for k, v in COMP.items()}
+        op = _diffx_peq
+        params = {k: v.float().requires_grad_() for k, v in _peq_params(8, rng).items()}
+    else:
+        op = _diffx_compressor
+        params = {k: torch.full((8,), v, requires_grad=True) for k, v in COMP.items()}
 
     def call():
-        y = compressor(x.requires_grad_(), SAMPLE_RATE, **params)
-        y.square().mean().backward()
+        op(x.requires_grad_(), params).square().mean().backward()
 
     return call
 

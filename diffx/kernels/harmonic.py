@@ -157,14 +157,22 @@ def harmonic_sum_reference(phase, dist, left, w):
     return (weights * torch.sin(phase.to(dtype)[..., None] * k)).sum(dim=-1)
 
 
+def _host_arrays(phase, dist, left, w):
+    """The kernels' float64 NumPy inputs and the frame segments of ``left``."""
+    left_np = left.contiguous().numpy()
+    return (
+        phase.detach().to(torch.float64).contiguous().numpy(),
+        dist.detach().to(torch.float64).contiguous().numpy(),
+        left_np,
+        w.detach().to(torch.float64).contiguous().numpy(),
+        *_segments(left_np),
+    )
+
+
 class _HarmonicSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, phase, dist, left, w):
-        phase64 = phase.detach().to(torch.float64).contiguous().numpy()
-        dist64 = dist.detach().to(torch.float64).contiguous().numpy()
-        left_np = left.contiguous().numpy()
-        w64 = w.detach().to(torch.float64).contiguous().numpy()
-        starts, longest = _segments(left_np)
+        phase64, dist64, left_np, w64, starts, longest = _host_arrays(phase, dist, left, w)
         out = np.empty_like(phase64)
         B, T = phase64.shape
         # Work in recursion-sample equivalents for the thread split: a vectorised harmonic
@@ -185,12 +193,8 @@ class _HarmonicSum(torch.autograd.Function):
             grad_phase = grads.pop(0) if need_phase else None
             grad_dist = grads.pop(0) if need_dist else None
             return grad_phase, grad_dist, None, None
-        phase64 = phase.detach().to(torch.float64).contiguous().numpy()
-        dist64 = dist.detach().to(torch.float64).contiguous().numpy()
-        left_np = left.contiguous().numpy()
-        w64 = w.detach().to(torch.float64).contiguous().numpy()
+        phase64, dist64, left_np, w64, starts, longest = _host_arrays(phase, dist, left, w)
         grad64 = grad.detach().to(torch.float64).contiguous().numpy()
-        starts, longest = _segments(left_np)
         grad_phase = np.empty_like(phase64)
         grad_dist = np.zeros_like(dist64)
         B, T = phase64.shape
