@@ -16,9 +16,12 @@ from diffx.io.phase_alignment import (
     save_alignment,
     save_alignments,
 )
+from diffx.io.players import audio_players, encode_audio
 
 __all__ = [
     "Alignment",
+    "audio_players",
+    "encode_audio",
     "load_alignment",
     "load_alignments",
     "save_alignment",

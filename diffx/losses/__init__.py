@@ -18,7 +18,13 @@ from diffx.losses.loudness import (
     k_weighting_sos,
     pyloudnorm_loudness,
 )
-from diffx.losses.nmr import NMRLoss, critical_bands, ear_weighting_db, noise_to_mask_ratio
+from diffx.losses.nmr import (
+    NMRLoss,
+    critical_bands,
+    ear_weighting_db,
+    masking_patterns,
+    noise_to_mask_ratio,
+)
 from diffx.losses.phase import (
     ComplexSTFTLoss,
     GroupDelayLoss,
@@ -58,6 +64,7 @@ __all__ = [
     "critical_bands",
     "dc_error",
     "ear_weighting_db",
+    "masking_patterns",
     "esr",
     "integrated_loudness",
     "k_weighting_sos",

@@ -463,9 +463,11 @@ class _EarModel(nn.Module):
         )
         return (spectrum.abs() * self.magnitude_weight.to(x.dtype).unsqueeze(-1)).transpose(1, 2)
 
-    def _noise_to_mask(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Noise / mask ``(rows, frames, bands)`` of the STFT frames of ``(rows, T)`` signals
-        (frames start at sample 0, no padding)."""
+    def patterns(
+        self, pred: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise pattern and mask, each ``(rows, frames, bands)``, of ``(rows, T)`` signals
+        (STFT frames start at sample 0, no padding)."""
         dtype = pred.dtype
         grouping = self.grouping.to(dtype)
         target_mag = self._weighted_magnitude(target)
@@ -474,7 +476,11 @@ class _EarModel(nn.Module):
         )
         pitch = (target_mag.square() @ grouping).clamp(min=ENERGY_FLOOR)
         excitation = self._spread(pitch + self.internal_noise.to(dtype))
-        mask = excitation * self.mask_gain.to(dtype)
+        return noise, excitation * self.mask_gain.to(dtype)
+
+    def _noise_to_mask(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Noise / mask ``(rows, frames, bands)`` of the STFT frames of ``(rows, T)`` signals."""
+        noise, mask = self.patterns(pred, target)
         return noise / mask
 
     def _block_sums(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -570,6 +576,46 @@ def noise_to_mask_ratio(
     if model.window.device != pred.device:
         model = model.to(pred.device)
     return model(pred, target)
+
+
+def masking_patterns(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    sample_rate: float,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two patterns the NMR divides, per STFT frame and critical band, for plots.
+
+    Args:
+        pred: the signal under test, ``(..., samples)``, amplitude 1 = full scale.
+        target: the reference, same shape.
+        sample_rate: Hz, at least 36 kHz.
+        n_fft, hop_length: STFT size and hop (BS.1387: 2048 and 1024).
+
+    Returns:
+        ``(noise, mask)``, each ``(..., frames, 109)`` energies on the ear model's calibrated
+        scale (a full-scale 1019.5 Hz sine at 92 dB SPL): the band energies of the magnitude
+        difference, and the masking threshold the reference casts (spread excitation lowered
+        by the masking offset). ``noise / mask`` averaged over frames and bands is
+        :func:`noise_to_mask_ratio`; band ``k`` is centred at ``critical_bands()[1][k]`` Hz.
+        Computed in float64 for float64 inputs, else float32; differentiable.
+    """
+    check_pair(pred, target)
+    model = _cached_ear_model(float(check_sample_rate(sample_rate)), int(n_fft), int(hop_length))
+    if model.window.device != pred.device:
+        model = model.to(pred.device)
+    if pred.shape[-1] < model.n_fft:
+        raise ValueError(
+            f"pred and target have {pred.shape[-1]} samples; the patterns need at least one "
+            f"STFT frame of n_fft={model.n_fft} samples"
+        )
+    lead = pred.shape[:-1]
+    dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
+    noise, mask = model.patterns(
+        pred.reshape(-1, pred.shape[-1]).to(dtype), target.reshape(-1, target.shape[-1]).to(dtype)
+    )
+    return noise.reshape(*lead, *noise.shape[1:]), mask.reshape(*lead, *mask.shape[1:])
 
 
 class NMRLoss(nn.Module):

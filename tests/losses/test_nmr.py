@@ -21,6 +21,7 @@ from diffx.losses.nmr import (
     ear_weighting_db,
     internal_noise,
     mask_offset_db,
+    masking_patterns,
     noise_to_mask_ratio,
 )
 
@@ -131,8 +132,9 @@ def test_spreading_matches_the_direct_formula():
         np.testing.assert_allclose(ours, direct_spreading(energy, center), rtol=1e-10)
 
 
-def direct_nmr(test: np.ndarray, reference: np.ndarray, sr: float) -> float:
-    """NMR of BS.1387's FFT ear model computed frame by frame with numpy/scipy."""
+def direct_patterns(test: np.ndarray, reference: np.ndarray, sr: float):
+    """Noise pattern and mask of BS.1387's FFT ear model, frame by frame with numpy/scipy;
+    each ``(frames, 109)``."""
     n_fft, hop = 2048, 1024
     window = scipy.signal.windows.hann(n_fft, sym=True)
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
@@ -141,14 +143,20 @@ def direct_nmr(test: np.ndarray, reference: np.ndarray, sr: float) -> float:
     _, center, _ = critical_bands()
     grouping = band_grouping(sr)
     offset = 10 ** (-mask_offset_db() / 10)
-    ratios = []
+    noises, masks = [], []
     for start in range(0, test.size - n_fft + 1, hop):
         frames = (x[start : start + n_fft] * window for x in (test, reference))
         test_mag, ref_mag = (np.abs(np.fft.rfft(f)) * ear * calibration_gain(sr) for f in frames)
-        noise = np.maximum(grouping @ (test_mag - ref_mag) ** 2, 1e-12)
+        noises.append(np.maximum(grouping @ (test_mag - ref_mag) ** 2, 1e-12))
         pitch = np.maximum(grouping @ ref_mag**2, 1e-12) + internal_noise(center)
-        ratios.append(np.mean(noise / (offset * direct_spreading(pitch, center))))
-    return float(np.mean(ratios))
+        masks.append(offset * direct_spreading(pitch, center))
+    return np.array(noises), np.array(masks)
+
+
+def direct_nmr(test: np.ndarray, reference: np.ndarray, sr: float) -> float:
+    """NMR of BS.1387's FFT ear model computed frame by frame with numpy/scipy."""
+    noise, mask = direct_patterns(test, reference, sr)
+    return float(np.mean(noise / mask))
 
 
 def test_nmr_matches_a_direct_implementation_on_real_audio():
@@ -157,6 +165,25 @@ def test_nmr_matches_a_direct_implementation_on_real_audio():
     distorted = torch.tanh(4 * reference) / 4
     ours = noise_to_mask_ratio(distorted, reference, sr).item()
     assert ours == pytest.approx(direct_nmr(distorted.numpy(), reference.numpy(), sr), rel=1e-9)
+
+
+def test_masking_patterns_match_the_direct_implementation_and_give_the_nmr():
+    guitar, sr = load_demo("guitar_em9")
+    reference = guitar[0, 44100 : 44100 + 6144].double()
+    distorted = torch.tanh(4 * reference) / 4
+    noise, mask = masking_patterns(distorted[None, None], reference[None, None], sr)
+    assert noise.shape == mask.shape == (1, 1, 5, 109)
+    direct_noise, direct_mask = direct_patterns(distorted.numpy(), reference.numpy(), sr)
+    np.testing.assert_allclose(noise[0, 0].numpy(), direct_noise, rtol=1e-9)
+    np.testing.assert_allclose(mask[0, 0].numpy(), direct_mask, rtol=1e-9)
+    nmr = noise_to_mask_ratio(distorted, reference, sr)
+    assert (noise / mask).mean().item() == pytest.approx(nmr.item(), rel=1e-12)
+
+
+def test_masking_patterns_refuse_a_signal_shorter_than_a_frame():
+    x = torch.zeros(1, 1, 1000)
+    with pytest.raises(ValueError, match="n_fft=2048"):
+        masking_patterns(x, x, SR)
 
 
 def test_identical_signals_give_the_floor():
