@@ -6,9 +6,11 @@
 
 Stored outputs (figures, audio players, tables) are what a reader sees on GitHub without
 running anything, so after editing a notebook run this to refresh them. The wall time of each
-run is printed as a table; issue 23's budget is 3 minutes per notebook on a 2-core CPU, the
-machine CI runs on. Threads are pinned (``OMP_NUM_THREADS``, ``NUMBA_NUM_THREADS``) so that a
-timing means the same thing from one run to the next; run nothing else meanwhile.
+run is printed as a table; issue 23's budget is 3 minutes per notebook in CI, where
+``tests/test_notebooks.py`` runs each in a pytest-xdist worker with one thread (the other
+worker has the second core). Threads are pinned (``OMP_NUM_THREADS``, ``NUMBA_NUM_THREADS``;
+one by default, as in CI) so that a timing means the same thing from one run to the next; run
+nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to run (default: every notebook in notebooks/)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="OMP_NUM_THREADS / NUMBA_NUM_THREADS of the kernels (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS / NUMBA_NUM_THREADS of the kernels (default 1, "
+                             "as the tests run them)")
     parser.add_argument("--check", action="store_true",
                         help="run and report only; do not write the outputs into the files")
     parser.add_argument("--cell-timeout", type=int, default=600,

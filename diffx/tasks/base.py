@@ -393,7 +393,9 @@ class AudioTask(pl.LightningModule):
     def run_dir(self) -> Path | None:
         """The logger's folder for this run (``None`` without a logger); under DDP every
         process must call it, since ``trainer.log_dir`` broadcasts rank zero's folder."""
-        if self._trainer is None or self.trainer.log_dir is None:
+        # Without a logger Lightning's log_dir falls back to default_root_dir (the current
+        # folder), where exports would land unasked (a notebook's folder, say).
+        if self._trainer is None or not self.trainer.loggers or self.trainer.log_dir is None:
             return None
         return Path(self.trainer.log_dir)
 

@@ -1,6 +1,7 @@
 """StyleTransfer and ProxyTraining: forward, the three gradient methods, metrics, errors."""
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from diffx.data import StyleTransferDataModule
@@ -343,3 +344,17 @@ def test_silence_and_full_scale_give_finite_losses_and_gradients(level, gradient
         y = model.processor(x, corner)
         (g,) = torch.autograd.grad(y.square().mean(), corner)
         assert torch.isfinite(y).all() and torch.isfinite(g).all()
+
+
+def test_no_logger_means_no_run_folder_so_nothing_is_exported(tmp_path):
+    """Lightning's log_dir falls back to default_root_dir without a logger; exports must not
+    land there unasked (a notebook's folder)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    task = ProxyTraining(Gain(SR), sample_rate=SR, n_blocks=2, channels=8, kernel_size=3)
+    task.trainer = pl.Trainer(logger=False, default_root_dir=tmp_path, enable_progress_bar=False)
+    assert task.run_dir() is None
+    assert task.export_model(task.proxy, "proxy", "the proxy") is None
+    assert not list(tmp_path.iterdir())
+    task.trainer = pl.Trainer(logger=CSVLogger(tmp_path / "logs"), enable_progress_bar=False)
+    assert task.run_dir() == tmp_path / "logs" / "lightning_logs" / "version_0"
