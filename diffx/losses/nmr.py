@@ -508,20 +508,25 @@ class _EarModel(nn.Module):
         recomputed in the backward pass (:mod:`diffx.losses._chunking`), which keeps the
         peak memory a few times the input's size instead of tens of times.
         """
+        lead = pred.shape[:-1]
+        out_dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
+        pred, target = self.rows(pred, target)
+        return self._nmr(pred, target, max_direct_bytes, block_bytes).to(out_dtype).reshape(lead)
+
+    def rows(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., samples)`` inputs as ``(rows, samples)`` in the dtype the model computes in:
+        float64 for float64 input, else float32, or float64 where float32 band powers of audio
+        this loud would overflow (inf / inf = NaN)."""
         if pred.shape[-1] < self.n_fft:
             raise ValueError(
                 f"pred and target have {pred.shape[-1]} samples; the NMR needs at least one "
                 f"STFT frame of n_fft={self.n_fft} samples"
             )
-        lead = pred.shape[:-1]
         dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
         if dtype == torch.float32 and _peak(pred, target) > FLOAT32_SAFE_PEAK:
-            # float32 band powers would overflow (inf / inf = NaN)
             dtype = wide_dtype(pred.device, "the NMR's band powers of audio this loud")
-        out_dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
-        pred = pred.reshape(-1, pred.shape[-1]).to(dtype)
-        target = target.reshape(-1, target.shape[-1]).to(dtype)
-        return self._nmr(pred, target, max_direct_bytes, block_bytes).to(out_dtype).reshape(lead)
+        return (pred.reshape(-1, pred.shape[-1]).to(dtype),
+                target.reshape(-1, target.shape[-1]).to(dtype))  # fmt: skip
 
     def _nmr(self, pred, target, max_direct_bytes, block_bytes) -> torch.Tensor:
         """Linear NMR ``(rows,)`` of ``(rows, samples)`` signals in their dtype."""
@@ -550,6 +555,15 @@ def _cached_ear_model(sample_rate: float, n_fft: int, hop_length: int) -> _EarMo
     return _EarModel(sample_rate, n_fft, hop_length)
 
 
+def _ear_model_for(
+    pred: torch.Tensor, target: torch.Tensor, sample_rate: float, n_fft: int, hop_length: int
+) -> _EarModel:
+    """The (cached) ear model for a checked pair, on the pair's device."""
+    check_pair(pred, target)
+    model = _cached_ear_model(float(check_sample_rate(sample_rate)), int(n_fft), int(hop_length))
+    return model if model.window.device == pred.device else model.to(pred.device)
+
+
 def noise_to_mask_ratio(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -571,11 +585,7 @@ def noise_to_mask_ratio(
         (10 log10 of it is the NMR in dB). Identical inputs give the floor, about 1e-12 over the
         mask; a silent reference gives a finite value against the internal noise.
     """
-    check_pair(pred, target)
-    model = _cached_ear_model(float(check_sample_rate(sample_rate)), int(n_fft), int(hop_length))
-    if model.window.device != pred.device:
-        model = model.to(pred.device)
-    return model(pred, target)
+    return _ear_model_for(pred, target, sample_rate, n_fft, hop_length)(pred, target)
 
 
 def masking_patterns(
@@ -599,22 +609,12 @@ def masking_patterns(
         difference, and the masking threshold the reference casts (spread excitation lowered
         by the masking offset). ``noise / mask`` averaged over frames and bands is
         :func:`noise_to_mask_ratio`; band ``k`` is centred at ``critical_bands()[1][k]`` Hz.
-        Computed in float64 for float64 inputs, else float32; differentiable.
+        Computed in float64 for float64 inputs, else float32 (float64 for float32 audio too loud
+        for its band powers); differentiable.
     """
-    check_pair(pred, target)
-    model = _cached_ear_model(float(check_sample_rate(sample_rate)), int(n_fft), int(hop_length))
-    if model.window.device != pred.device:
-        model = model.to(pred.device)
-    if pred.shape[-1] < model.n_fft:
-        raise ValueError(
-            f"pred and target have {pred.shape[-1]} samples; the patterns need at least one "
-            f"STFT frame of n_fft={model.n_fft} samples"
-        )
+    model = _ear_model_for(pred, target, sample_rate, n_fft, hop_length)
     lead = pred.shape[:-1]
-    dtype = pred.dtype if pred.dtype == torch.float64 else torch.float32
-    noise, mask = model.patterns(
-        pred.reshape(-1, pred.shape[-1]).to(dtype), target.reshape(-1, target.shape[-1]).to(dtype)
-    )
+    noise, mask = model.patterns(*model.rows(pred, target))
     return noise.reshape(*lead, *noise.shape[1:]), mask.reshape(*lead, *mask.shape[1:])
 
 

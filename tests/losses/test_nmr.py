@@ -180,10 +180,19 @@ def test_masking_patterns_match_the_direct_implementation_and_give_the_nmr():
     assert (noise / mask).mean().item() == pytest.approx(nmr.item(), rel=1e-12)
 
 
+def test_masking_patterns_of_float32_audio_far_above_full_scale_are_finite():
+    g = torch.Generator().manual_seed(2)
+    reference = 1e12 * torch.randn(1, 1, 4096, generator=g)
+    noise, mask = masking_patterns(1.1 * reference, reference, SR)
+    assert noise.dtype == torch.float64 and torch.isfinite(noise / mask).all()
+
+
 def test_masking_patterns_refuse_a_signal_shorter_than_a_frame():
     x = torch.zeros(1, 1, 1000)
     with pytest.raises(ValueError, match="n_fft=2048"):
         masking_patterns(x, x, SR)
+    with pytest.raises(ValueError, match="sample_rate"):
+        masking_patterns(torch.zeros(1, 1, 4096), torch.zeros(1, 1, 4096), 16000)
 
 
 def test_identical_signals_give_the_floor():
