@@ -8,6 +8,7 @@ here.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -16,6 +17,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _run_notebooks_script():
+    """scripts/run_notebooks.py as a module: the tests run each notebook as it does."""
+    spec = importlib.util.spec_from_file_location(
+        "run_notebooks", ROOT / "scripts" / "run_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cells(path: Path, kind: str) -> list[str]:
@@ -57,14 +68,9 @@ def test_notebook_runs(path, monkeypatch):
     # worker, where two-thread torch ops wait at every barrier (docs/speed.md, "Threads").
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        notebook, timeout=600, kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )  # fmt: skip
-    client.execute()
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    notebook, _ = _run_notebooks_script().execute(path, timeout_s=600)
     errors = [
         output for cell in notebook.cells if cell.cell_type == "code"
         for output in cell.get("outputs", []) if output.get("output_type") == "error"

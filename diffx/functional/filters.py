@@ -436,9 +436,9 @@ def sos_frequency_response(
     w = 2 * math.pi * freqs_hz.to(sos.dtype) / sr
     z1 = torch.polar(torch.ones_like(w), -w)  # z^-1 on the unit circle
     powers = torch.stack([torch.ones_like(z1), z1, z1 * z1], dim=0)  # (3, F)
-    # Broadcast products, not einsum/matmul: these are tiny complex products that BLAS splits
-    # over threads, and on a busy machine each waits milliseconds for a core (24 ms against
-    # 0.01 ms measured beside another process).
+    # Broadcast products, not einsum: for these tiny complex products the BLAS call costs more
+    # than the arithmetic, and it runs on torch's thread pool, which on an oversubscribed
+    # machine was once seen to wait milliseconds per call for a core.
     num = (sos[..., :3, None].to(powers.dtype) * powers).sum(dim=-2)
     den = (sos[..., 3:, None].to(powers.dtype) * powers).sum(dim=-2)
     return (num / den).prod(dim=-2)

@@ -41,16 +41,21 @@ def _as_mono_array(audio: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     return samples.reshape(-1)
 
 
-def encode_audio(samples: np.ndarray, sample_rate: int, codec: str = "mp3") -> bytes:
-    """``(samples,)`` float audio in [-1, 1] as the bytes of an MP3 or 16-bit WAV file."""
+def _check_codec(codec: str) -> tuple[str, str, str]:
+    """``(file format, subtype, MIME type)`` of a codec name."""
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+    return CODECS[codec]
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, codec: str = "mp3") -> bytes:
+    """``(samples,)`` float audio in [-1, 1] as the bytes of an MP3 or 16-bit WAV file."""
+    file_format, subtype, _ = _check_codec(codec)
     if codec == "mp3" and sample_rate not in MP3_RATES:
         raise ValueError(
             f"MP3 cannot store {sample_rate} Hz (it takes {', '.join(map(str, MP3_RATES))}); "
             "resample the signal or use codec='wav'"
         )
-    file_format, subtype, _ = CODECS[codec]
     buffer = io.BytesIO()
     extra = {"compression_level": 0.0} if codec == "mp3" else {}
     sf.write(buffer, samples, sample_rate, format=file_format, subtype=subtype, **extra)
@@ -87,7 +92,7 @@ def audio_players(
     rate = int(round(check_sample_rate(sample_rate)))
     if not signals:
         raise ValueError("signals is empty: give at least one name -> audio entry")
-    _, _, mime = CODECS.get(codec, (None, None, None))
+    _, _, mime = _check_codec(codec)
     rows = []
     for name, audio in signals.items():
         samples = _as_mono_array(audio, name)

@@ -187,6 +187,14 @@ def test_masking_patterns_of_float32_audio_far_above_full_scale_are_finite():
     assert noise.dtype == torch.float64 and torch.isfinite(noise / mask).all()
 
 
+def test_masking_patterns_of_silence_are_finite_with_finite_gradients():
+    silence = torch.zeros(2, 1, 4096, dtype=torch.float64, requires_grad=True)
+    noise, mask = masking_patterns(silence, torch.zeros(2, 1, 4096, dtype=torch.float64), SR)
+    assert torch.isfinite(noise).all() and torch.isfinite(mask).all() and (mask > 0).all()
+    (noise / mask).mean().backward()
+    assert torch.isfinite(silence.grad).all()
+
+
 def test_masking_patterns_refuse_a_signal_shorter_than_a_frame():
     x = torch.zeros(1, 1, 1000)
     with pytest.raises(ValueError, match="n_fft=2048"):
