@@ -201,6 +201,21 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
         xs, g = x(), _tensor([3.0, -3.0], d)
         return _case(lambda: F.gain(xs, g), xs, g)
 
+    def build_pan():
+        mono, p = _audio(d, channels=1, seed=7), _tensor([-0.5, 0.5], d)
+        return _case(lambda: F.pan(mono, p), mono, p)
+
+    def build_stereo_width():
+        stereo, w = _audio(d, channels=2, seed=8), _tensor([0.5, 2.0], d)
+        return _case(lambda: F.stereo_width(stereo, w), stereo, w)
+
+    def mid_side_case(name):
+        def build():
+            stereo = _audio(d, channels=2, seed=9)
+            return _case(lambda: getattr(F, name)(stereo), stereo)
+
+        return build
+
     def build_harmonic_synth():
         frames = 9
         f0 = _leaf(torch.linspace(200.0, 300.0, frames).expand(B, frames), d)
@@ -276,11 +291,14 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
         "group_delay": response_case("group_delay"),
         "hard_clip": clip_case("hard_clip", "threshold_db", None),
         "harmonic_synth": build_harmonic_synth,
+        "mid_side_decode": mid_side_case("mid_side_decode"),
+        "mid_side_encode": mid_side_case("mid_side_encode"),
         "moving_average": build_moving_average,
         "noise_reverb": build_noise_reverb,
         "noise_reverb_ir": build_noise_reverb_ir,
         "normalize_sos": build_normalize_sos,
         "parametric_eq": build_parametric_eq,
+        "pan": build_pan,
         "parametric_eq_sos": build_parametric_eq_sos,
         "phase_response": response_case("phase_response"),
         "second_order_allpass_sos": allpass_sos_case(
@@ -289,6 +307,7 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
         "soft_clip": clip_case("soft_clip", "drive_db", "adaa1"),
         "sos_frequency_response": build_sos_frequency_response,
         "sosfilt": build_sosfilt,
+        "stereo_width": build_stereo_width,
         "stretched_allpass_sos": allpass_sos_case("stretched_allpass_sos", coeff=[0.3, -0.2],
                                                   stretch=2),  # fmt: skip
         "tanh_distortion": clip_case("tanh_distortion", "drive_db", "adaa1"),

@@ -44,9 +44,14 @@ from diffx.functional.reverb import (
     noise_reverb_ir,
 )
 from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_frames
+from diffx.functional.stereo import mid_side_decode, mid_side_encode, pan, stereo_width
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
 
 __all__ = [
+    "mid_side_decode",
+    "mid_side_encode",
+    "pan",
+    "stereo_width",
     "StreamLayout",
     "moving_average",
     "utterance_statistics",

@@ -26,7 +26,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import diffx.functional as F
-from diffx.functional import distortion, dynamics, filters, reverb, utility
+from diffx.functional import distortion, dynamics, filters, reverb, stereo, utility
 from tests.property.strategies import FORMS, as_form, audio, sample_rate, value_in
 
 
@@ -127,6 +127,13 @@ TIME = {"low": dynamics.TIME_RANGE_MS[0], "high": dynamics.TIME_RANGE_MS[1], "lo
 OPS = [
     Op("gain", lambda x, sr, o, **p: F.gain(x, **p),
        (Param("gain_db", -utility.MAX_ABS_GAIN_DB, utility.MAX_ABS_GAIN_DB),)),
+    # pan takes mono (the first channel), stereo_width stereo (a mono input duplicated); the
+    # harness compares shapes with the input's, so the first C output channels are checked
+    Op("pan", lambda x, sr, o, **p: F.pan(x[:, :1], **p)[:, : x.shape[1]],
+       (Param("pan_position", -1.0, 1.0),)),
+    Op("stereo_width",
+       lambda x, sr, o, **p: F.stereo_width(x[:, [0, -1]], **p)[:, : x.shape[1]],
+       (Param("width", 0.0, stereo.MAX_WIDTH),)),
     Op("fractional_delay", lambda x, sr, o, **p: F.fractional_delay(x, sample_rate=sr, **p),
        (Param("delay_ms", 0.0, utility.MAX_DELAY_MS),)),
     Op("compressor", lambda x, sr, o, **p: F.compressor(x, sr, **p, backend=o["backend"]),
