@@ -437,7 +437,8 @@ def test_functional_op_infers_shapes_on_meta(name):
 
 def _effect_case(effect: nn.Module, device, params: bool = True, grad_x: bool = True) -> Case:
     effect = effect.to(device)
-    x = _audio(device)
+    # Mono unless the effect takes a set channel count (StereoWidth: stereo).
+    x = _audio(device, channels=getattr(effect, "CHANNELS", None) or 1)
     if not grad_x:
         x = x.detach()
     if not params:
@@ -488,7 +489,13 @@ def _effect_cases(device) -> dict[str, Callable[[], Case]]:
         "SPSAChain": lambda: _effect_case(
             effects.SPSAChain(effects.EffectChain([effects.Gain(SR)])), device, grad_x=False
         ),
+        "Pan": simple(effects.Pan),
+        "StereoWidth": simple(effects.StereoWidth),
     }
+
+
+# Effects whose output has another channel count than their input (mono in, stereo out).
+EFFECT_OUTPUT_CHANNELS = {"Pan": 2, "StereoWidth": 2}
 
 
 EFFECTS_WITHOUT_CASE = {"Effect": "the abstract base (subclasses implement process)"}
@@ -526,7 +533,8 @@ def _skip_without_pedalboard(name):
 def test_effect_runs_forward_and_backward_on_device(name, device):
     _skip_without_pedalboard(name)
     outputs = _check_on_device(_effect_cases(device)[name](), device, f"{name} on {device}")
-    assert outputs[0].shape == (B, 1, T) and outputs[0].dtype == torch.float32
+    channels = EFFECT_OUTPUT_CHANNELS.get(name, 1)
+    assert outputs[0].shape == (B, channels, T) and outputs[0].dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", sorted(_effect_cases("cpu")))

@@ -14,6 +14,7 @@ from diffx.effects.processors import (
 )
 from diffx.effects.proxy import NeuralProxy, ProxyChain, load_proxy, save_proxy
 from diffx.effects.spsa import SPSAChain
+from diffx.effects.stereo import Pan, StereoWidth
 
 __all__ = [
     "NeuralProxy",
@@ -34,6 +35,8 @@ __all__ = [
     "PedalboardCompressor",
     "PedalboardEffect",
     "PedalboardParametricEQ",
+    "Pan",
     "SPSAChain",
+    "StereoWidth",
     "check_normalized",
 ]

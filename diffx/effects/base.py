@@ -132,9 +132,14 @@ class Effect(nn.Module):
 
     Call as ``effect(x, params)`` with ``x (batch, channels, samples)`` and normalized
     ``params (batch, parameter_size())`` in [0, 1], or ``params=None`` for the defaults.
+
+    ``CHANNELS`` is the channel count the effect takes (``None``: any; a mono-only effect sets
+    1, a stereo one 2); :meth:`forward` refuses other counts, naming the effect. The output
+    may have another channel count (a pan turns mono into stereo).
     """
 
     PARAMS: tuple[ParamSpec, ...] = ()
+    CHANNELS: int | None = None
 
     def __init__(
         self,
@@ -193,6 +198,12 @@ class Effect(nn.Module):
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         check_audio(x, "x")
+        if self.CHANNELS is not None and x.shape[1] != self.CHANNELS:
+            kind = {1: "mono", 2: "stereo"}.get(self.CHANNELS, f"{self.CHANNELS}-channel")
+            raise ValueError(
+                f"{type(self).__name__} takes {kind} audio shaped (batch, {self.CHANNELS}, "
+                f"samples), got {x.shape[1]} channel(s)"
+            )
         if params is None:
             params = self.default_parameters(x.shape[0], device=x.device, dtype=x.dtype)
         if params.shape[0] != x.shape[0]:

@@ -37,6 +37,7 @@ from diffx.losses.spectral import (
     MelSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleSpectralLoss,
+    SumAndDifferenceSTFTLoss,
     mel_filterbank,
 )
 from diffx.losses.time_domain import DCLoss, ESRLoss, dc_error, esr
@@ -56,6 +57,7 @@ __all__ = [
     "LoudnessLoss",
     "MelSTFTLoss",
     "MultiResolutionSTFTLoss",
+    "SumAndDifferenceSTFTLoss",
     "MultiScaleSpectralLoss",
     "NMRLoss",
     "a_weighting_db",

@@ -41,13 +41,20 @@ from diffx.data.style_transfer import default_chain
 from diffx.effects.base import EffectChain
 from diffx.effects.proxy import PROXY_MODES, ProxyChain
 from diffx.effects.spsa import SPSAChain
-from diffx.losses import ESRLoss, LoudnessLoss, MelSTFTLoss, MultiResolutionSTFTLoss
+from diffx.functional.stereo import mid_side_encode
+from diffx.losses import (
+    ESRLoss,
+    LoudnessLoss,
+    MelSTFTLoss,
+    MultiResolutionSTFTLoss,
+    SumAndDifferenceSTFTLoss,
+)
 from diffx.losses.loudness import integrated_loudness
 from diffx.nn import Controller, SpectralEncoder
 from diffx.tasks.base import AudioTask, adam_with_cosine_decay, check_loss_weights
 
 GRADIENTS = ("autodiff", "spsa", "proxy")
-LOSSES = ("l1", "mrstft", "mel_stft", "esr", "loudness")
+LOSSES = ("l1", "mrstft", "mel_stft", "esr", "loudness", "sum_diff")
 DEFAULT_LOSSES = {"mrstft": 1.0, "l1": 100.0}
 """DeepAFx-ST's training loss: MR-STFT + 100 x L1 (shared ANCHORS.md)."""
 
@@ -59,6 +66,11 @@ METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db")
 
 def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).abs().mean()
+
+
+def _like_target(audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A mono baseline against a stereo target is heard as the same signal on both sides."""
+    return audio.expand_as(target) if audio.shape[1] == 1 < target.shape[1] else audio
 
 
 class StyleTransfer(AudioTask):
@@ -76,7 +88,9 @@ class StyleTransfer(AudioTask):
         final_learning_rate: when given, the step size falls from ``learning_rate`` to this
             value along a cosine over ``trainer.max_steps`` steps, so a short run can start
             with big steps and still settle; ``None`` keeps the rate constant (DeepAFx-ST).
-        losses: ``{name: weight}`` from :data:`LOSSES` (default :data:`DEFAULT_LOSSES`).
+        losses: ``{name: weight}`` from :data:`LOSSES` (default :data:`DEFAULT_LOSSES`);
+            ``sum_diff`` is the stereo :class:`diffx.losses.SumAndDifferenceSTFTLoss`, for chains
+            with a stereo output.
         spsa_epsilon: SPSA perturbation size in normalized units (DeepAFx-ST: 0.0005).
         spsa_perturbations: SPSA estimates averaged per item and step.
         spsa_workers: threads running the black box per item (pedalboard frees the GIL).
@@ -94,6 +108,11 @@ class StyleTransfer(AudioTask):
             it, that metric is left out. In Python: ``StyleTransfer(...,
             data_chain=data.chain)`` for a :class:`diffx.data.StyleTransferDataModule`
             ``data``.
+        stereo: encode the mid and the side of each signal (:func:`mid_side_encode`; mono
+            audio has no side) and give the controller both embeddings of input and
+            reference, so it can hear width and panning; ``False``: the encoder hears the mean
+            of the channels only. For chains that end in stereo (a vocal chain with a stereo
+            reverb and a width control).
         compile: ``torch.compile`` the encoder (``encoder.compile()``; for
             :class:`SpectralEncoder` the network behind its STFT) and the ``mrstft`` and
             ``mel_stft`` losses' terms after their STFTs (their ``compile``). Fused kernels round
@@ -126,6 +145,7 @@ class StyleTransfer(AudioTask):
         loudness_match: bool = False,
         loudness_correction_db: float = 3.0,
         data_chain: EffectChain | None = None,
+        stereo: bool = False,
         compile: bool = False,
         fast_loss_backward: bool = False,
     ):
@@ -144,7 +164,9 @@ class StyleTransfer(AudioTask):
             chain, gradient, spsa_epsilon, spsa_perturbations, spsa_workers, proxies, proxy_mode
         )
         self.encoder = encoder if encoder is not None else SpectralEncoder(self.sample_rate)
-        for name, flag in (("compile", compile), ("fast_loss_backward", fast_loss_backward)):
+        flags = (("compile", compile), ("fast_loss_backward", fast_loss_backward),
+                 ("stereo", stereo))  # fmt: skip
+        for name, flag in flags:
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be true or false, got {flag!r}")
         if compile:
@@ -163,8 +185,9 @@ class StyleTransfer(AudioTask):
                 f"got {loudness_correction_db!r}"
             )
         self.loudness_correction_db = float(loudness_correction_db)
+        self.stereo = stereo
         self.controller = Controller(
-            embed_dim,
+            embed_dim * (2 if stereo else 1),  # mid and side embeddings when stereo
             chain.parameter_size() + int(loudness_match),  # + the loudness correction
             hidden=controller_hidden,
             n_layers=controller_layers,
@@ -192,6 +215,10 @@ class StyleTransfer(AudioTask):
             self.loss_modules["esr"] = ESRLoss()
         if "loudness" in self.losses:
             self.loss_modules["loudness"] = LoudnessLoss(self.sample_rate)
+        if "sum_diff" in self.losses:
+            self.loss_modules["sum_diff"] = SumAndDifferenceSTFTLoss(
+                fast_backward=fast_loss_backward, compile=compile
+            )
         self.spsa_patience = check_integer(spsa_patience, "spsa_patience", 1)
         self._spsa_best, self._spsa_stale = math.inf, 0
         if data_chain is not None and not isinstance(data_chain, EffectChain):
@@ -230,8 +257,8 @@ class StyleTransfer(AudioTask):
     def predict_parameters(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Normalized chain parameters ``(batch, n_params)`` for input and reference audio.
 
-        Both are ``(batch, channels, samples)``; channels are averaged for the encoder, and
-        the two may differ in length.
+        Both are ``(batch, channels, samples)``; channels are averaged for the encoder (mid and
+        side are encoded apart with ``stereo``), and the two may differ in length.
         """
         return self.predict(x, reference)[0]
 
@@ -241,19 +268,41 @@ class StyleTransfer(AudioTask):
         """``(chain parameters (batch, n_params), loudness correction in dB (batch,))``; the
         correction is ``None`` without ``loudness_match``. Shapes as
         :meth:`predict_parameters`."""
-        x, reference = x.mean(dim=1, keepdim=True), reference.mean(dim=1, keepdim=True)
+        x, reference = self._encoder_input(x), self._encoder_input(reference)
         if x.shape == reference.shape:
             # One call, so an encoder with batch statistics (BatchNorm in training) normalizes
             # input and reference alike; two calls would each be shifted to their own batch
             # mean, hiding the level difference between them that the controller must read.
-            e_x, e_r = self.encoder(torch.cat([x, reference])).chunk(2)
+            e_x, e_r = self._embed(torch.cat([x, reference])).chunk(2)
         else:
-            e_x, e_r = self.encoder(x), self.encoder(reference)
+            e_x, e_r = self._embed(x), self._embed(reference)
         out = self.controller(e_x, e_r)
         if not self.loudness_match:
             return out, None
         correction_db = (2 * out[:, -1] - 1) * self.loudness_correction_db
         return out[:, :-1], correction_db
+
+    def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, 1, samples)`` mean of the channels, or ``(batch, 2, samples)`` [mid, side]
+        with ``stereo`` (mono audio: its side is zero)."""
+        if not self.stereo:
+            return x.mean(dim=1, keepdim=True)
+        if x.shape[1] == 1:
+            return torch.cat([x, torch.zeros_like(x)], dim=1)
+        if x.shape[1] != 2:
+            raise ValueError(
+                f"a stereo StyleTransfer takes mono or stereo audio, got {x.shape[1]} channels"
+            )
+        return mid_side_encode(x)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(batch, embed_dim)``, or mid and side ones side by side with
+        ``stereo``, for the output of :meth:`_encoder_input`."""
+        if not self.stereo:
+            return self.encoder(x)
+        # Mid and side through the encoder in one call (batch statistics shared, see predict).
+        mid_side = self.encoder(torch.cat([x[:, :1], x[:, 1:]]))
+        return torch.cat(mid_side.chunk(2), dim=1)
 
     def forward(
         self, x: torch.Tensor, reference: torch.Tensor
@@ -362,9 +411,11 @@ class StyleTransfer(AudioTask):
         for name, value in style_metrics(pred, target, self.sample_rate).items():
             metrics[name] = value
         # The two baselines on the same examples: no processing, and the rule-based match.
-        for name, value in style_metrics(batch["input"], target, self.sample_rate).items():
+        unprocessed = _like_target(batch["input"], target)
+        for name, value in style_metrics(unprocessed, target, self.sample_rate).items():
             metrics[f"input_{name}"] = value
         rule_output, _ = rule_based_match(batch["input"], batch["reference"], self.sample_rate)
+        rule_output = _like_target(rule_output, target)
         for name, value in style_metrics(rule_output, target, self.sample_rate).items():
             metrics[f"rule_{name}"] = value
         truth = self.true_parameters(batch, data_chain)

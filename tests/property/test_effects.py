@@ -25,7 +25,9 @@ from diffx.effects import (
     EffectChain,
     Gain,
     NoiseReverb,
+    Pan,
     ParametricEQ,
+    StereoWidth,
 )
 from diffx.functional import ALLPASS_KINDS
 from tests.property.strategies import audio, sample_rate
@@ -47,11 +49,21 @@ FACTORIES = {
     "parametric_eq_1band": lambda sr: ParametricEQ(sr, n_bands=1),
     **{f"allpass_{kind}": functools.partial(_allpass, kind=kind) for kind in ALLPASS_KINDS},
     "chain_eq_compressor": lambda sr: EffectChain([ParametricEQ(sr), Compressor(sr)]),
+    "pan": lambda sr: Pan(sr),
+    "stereo_width": lambda sr: StereoWidth(sr),
+    "chain_pan_width": lambda sr: EffectChain([Gain(sr), Pan(sr), StereoWidth(sr)]),
 }  # fmt: skip
 
 
 def _effects(module):
     return list(module.effects) if isinstance(module, EffectChain) else [module]
+
+
+def _input_channels(module) -> tuple[int, ...]:
+    """Channel counts the effect or chain takes: those of its first effect that names any
+    (effects with ``CHANNELS = None`` keep the channel count)."""
+    wanted = [e.CHANNELS for e in _effects(module) if e.CHANNELS is not None]
+    return (wanted[0],) if wanted else (1, 2)
 
 
 def _widest(module, sr: float):
@@ -106,7 +118,7 @@ def test_effect_output_and_gradients_are_finite(name, widest, data):
     effect = FACTORIES[name](sr)
     if widest:
         effect = _widest(effect, sr)
-    signal = data.draw(audio(max_samples=4096))
+    signal = data.draw(audio(max_samples=4096, channels=_input_channels(effect)))
     x = signal.tensor()
     params = data.draw(normalized(effect.parameter_size(), signal.batch)).to(signal.dtype)
     if signal.dtype == torch.float32:
@@ -117,7 +129,9 @@ def test_effect_output_and_gradients_are_finite(name, widest, data):
             event("float32 not judged: the exact values exceed its range")
             return
     y, x_grad, params_grad = _run(effect, x, params)
-    assert y.shape == x.shape and bool(torch.isfinite(y).all()), f"{name}: non-finite output"
+    # Batch and length are kept; the channel count may change (a pan makes stereo).
+    assert (y.shape[0], y.shape[-1]) == (x.shape[0], x.shape[-1]), f"{name}: {y.shape}"
+    assert bool(torch.isfinite(y).all()), f"{name}: non-finite output"
     assert bool(torch.isfinite(x_grad).all()), f"{name}: non-finite gradient wrt x"
     assert bool(torch.isfinite(params_grad).all()), f"{name}: non-finite gradient wrt params"
 
@@ -133,7 +147,7 @@ def test_normalized_parameter_outside_unit_interval_names_it(name, data):
     # The chain's names carry the effect's prefix; the effect names the bare parameter.
     bare = names[column].split(".")[-1]
     with pytest.raises(ValueError, match=bare if math.isfinite(params[1, column]) else "NaN|Inf"):
-        effect(torch.zeros(2, 1, 64, dtype=torch.float64), params)
+        effect(torch.zeros(2, _input_channels(effect)[0], 64, dtype=torch.float64), params)
 
 
 @pytest.mark.parametrize("name", FACTORIES)

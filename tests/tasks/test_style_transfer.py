@@ -358,3 +358,30 @@ def test_no_logger_means_no_run_folder_so_nothing_is_exported(tmp_path):
     assert not list(tmp_path.iterdir())
     task.trainer = pl.Trainer(logger=CSVLogger(tmp_path / "logs"), enable_progress_bar=False)
     assert task.run_dir() == tmp_path / "logs" / "lightning_logs" / "version_0"
+
+
+def test_stereo_model_hears_the_references_width_and_scores_a_stereo_chain():
+    """A chain that ends in stereo: with ``stereo`` the encoder hears mid and side, so a
+    reference that differs only in width (same mid) changes the predicted parameters; without
+    it the reference's width is inaudible to the model."""
+    from diffx.effects import Pan, StereoWidth
+
+    chain = EffectChain([Gain(SR), Pan(SR), StereoWidth(SR)])
+    dm, batch = batch_from(chain)
+    assert batch["input"].shape[1] == 1 and batch["target"].shape[1] == 2
+    side_scaled = batch["target"].clone()
+    mid = side_scaled.mean(1, keepdim=True)
+    side_scaled = mid + (side_scaled - mid) * 0.25  # same mid, a quarter of the side
+    torch.manual_seed(0)
+    for stereo in (False, True):
+        model = make_model(chain=chain, stereo=stereo, losses={"mrstft": 1.0, "sum_diff": 1.0})
+        model.eval()
+        with torch.no_grad():
+            p_wide = model.predict_parameters(batch["input"], batch["target"])
+            p_narrow = model.predict_parameters(batch["input"], side_scaled)
+            metrics = model.evaluate(batch, dm.chain)
+        changed = float((p_wide - p_narrow).abs().max())
+        assert (changed > 1e-4) if stereo else (changed < 1e-6), (stereo, changed)
+        assert metrics["input_mrstft"].shape == (2,) and bool(torch.isfinite(metrics["loss"]).all())
+    with pytest.raises(ValueError, match="3 channels"):
+        model.predict_parameters(batch["input"], torch.zeros(2, 3, 8000))
