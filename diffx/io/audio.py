@@ -42,6 +42,8 @@ DEMO_SAMPLE_RATES: dict[str, int] = {
     "guitar_harmonics": 44100,
     "voice": 44100,
     "voice2": 44100,
+    "arctic_a0007": 16000,
+    "arctic_a0009": 16000,
     "violin": 48000,
     "flute": 48000,
     "trumpet": 48000,
@@ -242,8 +244,8 @@ def load_demo(
     Args:
         name: a key of :func:`demo_audio_files` (``"guitar_em9"``, ``"voice"``, ``"violin"``,
             ``"bass"``, ...).
-        sample_rate: target rate in Hz, or ``None`` for the file's own rate (44100 or 48000,
-            see ``DEMO_SAMPLE_RATES``).
+        sample_rate: target rate in Hz, or ``None`` for the file's own rate (16000, 44100 or
+            48000, see ``DEMO_SAMPLE_RATES``).
         mono: average channels (the shipped files are already mono).
 
     Returns:

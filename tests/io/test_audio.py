@@ -23,7 +23,7 @@ from diffx.io.audio import (
 )
 
 DEMO_DIR = Path(diffx.__file__).resolve().parent / "assets" / "demo"
-ALLOWED_LICENCES = {"CC0-1.0", "MIT", "BSD-3-Clause"}
+ALLOWED_LICENCES = {"CC0-1.0", "MIT", "BSD-3-Clause", "CMU ARCTIC (free for any use)"}
 # 24-bit PCM step. libsndfile scales by 2**23 - 1 on write and 2**23 on read, so a round trip
 # through PCM_24 is exact to within one step (half a step of rounding plus the scale mismatch).
 PCM24_STEP = 2.0**-23
@@ -325,8 +325,30 @@ def test_readme_lists_every_audio_file_with_a_free_licence():
         "LICENSE-CC0.txt",
         "LICENSE-FluidR3-MIT.txt",
         "LICENSE-puredata-BSD-3-Clause.txt",
+        "LICENSE-CMU-ARCTIC.txt",
     ):
         assert (DEMO_DIR / licence_file).is_file()
+
+
+def test_cmu_arctic_clips_keep_the_notice():
+    """The CMU ARCTIC licence asks to keep its notice, mark modifications and keep authors."""
+    rows = _readme_rows()
+    arctic = {name for name, row in rows.items() if row["licence"].startswith("CMU ARCTIC")}
+    assert arctic == {"arctic_a0007.flac", "arctic_a0009.flac"}
+    text = (DEMO_DIR / "LICENSE-CMU-ARCTIC.txt").read_text()
+    for needed in (
+        *arctic,
+        "Carnegie Mellon University",
+        "Copyright (c) 2003",
+        "free for use for any purpose (commercial or otherwise)",
+        "Any modifications must be clearly marked as such.",
+        "Modifications:",
+        "John Kominek and Alan W",
+    ):
+        assert needed in text
+    for name in arctic:
+        assert DEMO_SAMPLE_RATES[name.removesuffix(".flac")] == 16000
+        assert rows[name]["processing"] == "lossless"
 
 
 def test_demo_set_stays_small():

@@ -50,11 +50,19 @@ def test_every_demo_clip_matches_pyloudnorm(demo_clips):
     assert len(demo_clips) >= 11
     for name, (audio, sample_rate) in demo_clips.items():
         x = audio[None].double()
+        meter = pyloudnorm.Meter(sample_rate)
         ours = integrated_loudness(x, sample_rate).item()
-        ref = pyloudnorm.Meter(sample_rate).integrated_loudness(audio.double().numpy().T)
-        # Measured worst case 0.15 LU (voice2, 0.9 s): pyloudnorm's default K-weighting is
-        # RBJ-cookbook biquads ~0.04 dB below BS.1770's, and it adds a partial final block.
+        ref = meter.integrated_loudness(audio.double().numpy().T)
+        # pyloudnorm adds a partial final block where BS.1770 has whole blocks only: up to
+        # 0.12 LU on the short clips (arctic_a0009, 3.1 s; voice2, 0.9 s).
         assert abs(ours - ref) < 0.5, (name, ours, ref)
+        # On whole blocks, what is left is pyloudnorm's default K-weighting (RBJ-cookbook
+        # biquads): 0.04 dB from BS.1770's at 44.1/48 kHz, 0.13 dB at 16 kHz (at Nyquist, by
+        # scipy.signal.freqz of both meters' filters). Measured worst case 0.130 LU
+        # (arctic_a0007, 16 kHz).
+        aligned = block_aligned(x, sample_rate)
+        ours = integrated_loudness(aligned, sample_rate).item()
+        ref = meter.integrated_loudness(aligned[0].numpy().T)
         assert abs(ours - ref) < 0.16, (name, ours, ref)
 
 
