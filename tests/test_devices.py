@@ -157,6 +157,30 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
         p = {k: _tensor(v, d) for k, v in values.items()}
         return _case(lambda: F.compressor(xs, SR, **p), xs, *p.values())
 
+    def build_expander():
+        xs = _audio(d, channels=2)
+        values = dict(threshold_db=[-20.0, -30.0], ratio=[2.0, 4.0], attack_ms=[1.0, 5.0],
+                      release_ms=[20.0, 50.0], knee_db=[6.0, 0.0])  # fmt: skip
+        p = {k: _tensor(v, d) for k, v in values.items()}
+        return _case(lambda: F.expander(xs, SR, **p, link="none"), xs, *p.values())
+
+    def build_expander_gain_db():
+        level = _leaf(torch.linspace(-60.0, 0.0, T).expand(B, T), d)
+        t, r, k = _tensor([-20.0, -30.0], d), _tensor([2.0, 4.0], d), _tensor([6.0, 0.0], d)
+        return _case(lambda: F.expander_gain_db(level, t, r, k), level, t, r, k)
+
+    def build_noise_gate():
+        xs = _audio(d, channels=2)
+        values = dict(threshold_db=[-20.0, -30.0], attack_ms=[1.0, 0.5], release_ms=[20.0, 50.0],
+                      range_db=[-60.0, -40.0])  # fmt: skip
+        p = {k: _tensor(v, d) for k, v in values.items()}
+        return _case(lambda: F.noise_gate(xs, SR, hold_ms=2.0, **p, link="max"), xs, *p.values())
+
+    def build_limiter():
+        xs = _audio(d, channels=2)
+        t, r = _tensor([-12.0, -6.0], d), _tensor([20.0, 50.0], d)
+        return _case(lambda: F.limiter(xs, SR, t, r, lookahead_ms=1.0), xs, t, r)
+
     def build_compressor_gain_db():
         level = _leaf(torch.linspace(-60.0, 0.0, T).expand(B, T), d)
         t, r, k = _tensor([-20.0, -10.0], d), _tensor([4.0, 2.0], d), _tensor([6.0, 0.0], d)
@@ -174,6 +198,19 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
     def build_diode_clipper():
         xs = x().detach()
         return _case(lambda: F.diode_clipper(xs, SR, oversampling=2), differentiable=False)
+
+    def build_feedback_delay():
+        p = dict(delay_ms=_tensor([5.3, 2.0], d), feedback=_tensor([0.6, -0.4], d),
+                 mix=_tensor([0.5, 1.0], d), lowpass_hz=_tensor([3000.0, 5000.0], d),
+                 highpass_hz=_tensor([100.0, 50.0], d))  # fmt: skip
+        audio = _audio(d, channels=2, seed=10)
+        return _case(lambda: F.feedback_delay(audio, SR, **p), audio, *p.values())
+
+    def build_fdn_reverb():
+        rt60, mix = _tensor([[0.5, 0.3, 0.2], [1.0, 0.8, 0.4]], d), _tensor([0.3, 0.6], d)
+        audio = _audio(d, seed=11)
+        return _case(lambda: F.fdn_reverb(audio, SR, rt60, mix, delays=[31, 37, 41, 43],
+                                          output_channels=2), audio, rt60, mix)  # fmt: skip
 
     def build_fft_convolve():
         xs, h = x(), _leaf(torch.randn(B, 1, 33, generator=torch.Generator().manual_seed(2)), d)
@@ -268,18 +305,52 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
         gv = _tensor([1.0, 2.0, 0.5, 1.5], d)
         return _case(lambda: F.variance_scaling(feats, gv, strength=0.5), feats, gv)
 
+    def build_sosfilt_varying():
+        xs = x()
+        f = _leaf(torch.linspace(300.0, 3000.0, T).expand(B, T), d)
+        return _case(lambda: F.sosfilt_varying(xs, F.biquad_trajectory("low_pass", f, 0.7, SR)
+                                               .unsqueeze(1)), xs, f)  # fmt: skip
+
+    def build_biquad_trajectory():
+        f, g = _leaf(torch.linspace(300.0, 3000.0, 9).expand(B, 9), d), _tensor([3.0, -6.0], d)
+        return _case(lambda: F.biquad_trajectory("peaking", f, 0.7, SR, g), f, g)
+
+    def build_state_variable_filter():
+        xs, q = x(), _tensor([0.7, 4.0], d)
+        f = _leaf(torch.linspace(300.0, 3000.0, 8).expand(B, 8), d)  # blocks
+        return _case(lambda: F.state_variable_filter(xs, f, q, SR, "bandpass"), xs, f, q)
+
+    def build_modulated_filter():
+        xs, f, rate = x(), _tensor([500.0, 2000.0], d), _tensor([3.0, 5.0], d)
+        return _case(lambda: F.modulated_filter(xs, SR, f, rate_hz=rate), xs, f, rate)
+
+    def build_auto_wah():
+        xs, sens, mix = x(), _tensor([6.0, 12.0], d), _tensor([0.5, 1.0], d)
+        return _case(lambda: F.auto_wah(xs, SR, sensitivity_db=sens, mix=mix), xs, sens, mix)
+
     return {
         "adaa1": build_adaa1,
+        "auto_wah": build_auto_wah,
+        "biquad_trajectory": build_biquad_trajectory,
+        "modulated_filter": build_modulated_filter,
+        "sosfilt_varying": build_sosfilt_varying,
+        "state_variable_filter": build_state_variable_filter,
         "allpass_cascade": build_allpass_cascade,
         "allpass_sos": allpass_sos_case("allpass_sos", SR, pole_radius=[0.8, 0.6],
                                         freq_hz=[500.0, 2000.0]),  # fmt: skip
         "band_masks": build_band_masks,
         "biquad": build_biquad,
         "compressor": build_compressor,
+        "expander": build_expander,
+        "expander_gain_db": build_expander_gain_db,
+        "limiter": build_limiter,
+        "noise_gate": build_noise_gate,
         "compressor_gain_db": build_compressor_gain_db,
         "convolution_reverb": build_convolution_reverb,
         "db_to_amplitude": build_db_to_amplitude,
         "diode_clipper": build_diode_clipper,
+        "fdn_reverb": build_fdn_reverb,
+        "feedback_delay": build_feedback_delay,
         "fft_convolve": build_fft_convolve,
         "fft_downsample": build_fft_down,
         "fft_upsample": build_fft_up,
@@ -320,6 +391,7 @@ def _functional_cases(device) -> dict[str, Callable[[], Case]]:
 FUNCTIONAL_WITHOUT_DEVICE = {
     "adaa_tolerance": "a number from a dtype; no tensors",
     "crossover_frequencies": "Python floats from Python numbers; no tensors",
+    "fdn_delays": "Python ints (delay-line lengths) from Python numbers; no tensors",
     "global_variance": "NumPy arrays in and out (feature statistics, computed on the CPU)",
     "resample": "NumPy arrays in and out (scipy's polyphase resampler, float64 on the CPU)",
 }
@@ -332,11 +404,19 @@ _RANGE_CHECKS = "checks parameter values first (allpass.py _check_range: radius 
 _DESIGN_CHECKS = "checks parameter values first (filters.py _design_params: 0 < f < fs/2)"
 _STABILITY = "checks the sections' values first (filters.py normalize_sos: a0 != 0, poles)"
 FUNCTIONAL_META_UNSUPPORTED = {
+    "limiter": "counts its look-ahead in samples from the value of lookahead_ms (gates.py)",
+    "auto_wah": "checks its parameters' ranges first (varying.py _trajectory)",
+    "biquad_trajectory": "checks its trajectories' ranges first (varying.py _trajectory)",
+    "modulated_filter": "checks its parameters' ranges first (varying.py _trajectory)",
+    "sosfilt_varying": _STABILITY,
+    "state_variable_filter": "checks cutoff and Q ranges first (varying.py _trajectory)",
     "allpass_cascade": _RANGE_CHECKS,
     "allpass_sos": _RANGE_CHECKS,
     "band_masks": "spaces its crossovers from a tensor's value (reverb.py band_masks)",
     "biquad": _DESIGN_CHECKS,
     "diode_clipper": "a float64 NumPy/numba simulation on the CPU (reads the input's values)",
+    "fdn_reverb": "checks rt60_s's range first (delay.py _rt60_bands); blocks sized by delays",
+    "feedback_delay": "checks delay_ms >= one sample and |feedback| < 1 first (delay.py)",
     "filtered_noise": "checks magnitudes >= 0 first (synth.py _check_control)",
     "first_order_allpass_sos": _RANGE_CHECKS,
     "group_delay": _RANGE_CHECKS + " (through allpass_sos, which builds this case's input)",
@@ -468,10 +548,17 @@ def _effect_cases(device) -> dict[str, Callable[[], Case]]:
 
     return {
         "AllpassCascade": simple(effects.AllpassCascade, n_second=2),
+        "AutoWah": simple(effects.AutoWah),
+        "ModulatedFilter": simple(effects.ModulatedFilter, mode="bandpass"),
         "Compressor": simple(effects.Compressor),
+        "Expander": simple(effects.Expander),
+        "Limiter": simple(effects.Limiter, link="none"),
+        "NoiseGate": simple(effects.NoiseGate),
         "Delay": simple(effects.Delay),
         "DiodeClipper": diode_clipper,
         "Distortion": simple(effects.Distortion),
+        "FDNReverb": simple(effects.FDNReverb, n_lines=4),
+        "FeedbackDelay": simple(effects.FeedbackDelay),
         "EffectChain": lambda: _effect_case(
             effects.EffectChain([effects.Gain(SR), effects.ParametricEQ(SR, n_bands=2)]), device
         ),
@@ -500,8 +587,13 @@ EFFECT_OUTPUT_CHANNELS = {"Pan": 2, "StereoWidth": 2}
 
 EFFECTS_WITHOUT_CASE = {"Effect": "the abstract base (subclasses implement process)"}
 EFFECTS_META_UNSUPPORTED = {
+    "Limiter": FUNCTIONAL_META_UNSUPPORTED["limiter"],
     "AllpassCascade": FUNCTIONAL_META_UNSUPPORTED["allpass_cascade"],
+    "AutoWah": FUNCTIONAL_META_UNSUPPORTED["auto_wah"],
+    "ModulatedFilter": FUNCTIONAL_META_UNSUPPORTED["modulated_filter"],
     "DiodeClipper": "a float64 NumPy/numba simulation on the CPU",
+    "FDNReverb": FUNCTIONAL_META_UNSUPPORTED["fdn_reverb"],
+    "FeedbackDelay": FUNCTIONAL_META_UNSUPPORTED["feedback_delay"],
     "EffectChain": "holds a ParametricEQ: " + FUNCTIONAL_META_UNSUPPORTED["parametric_eq"],
     "NoiseReverb": FUNCTIONAL_META_UNSUPPORTED["noise_reverb"],
     "ParametricEQ": FUNCTIONAL_META_UNSUPPORTED["parametric_eq"],
@@ -748,6 +840,8 @@ def _float64_cases():
         "harmonic_synth": lambda: F.harmonic_synth(frames[..., 0] * 500 + 100, frames[..., 1],
                                                    frames, SR, n_samples=T),  # fmt: skip
         "band_masks": lambda: F.band_masks(129, SR, [500.0]),
+        "feedback_delay": lambda: F.feedback_delay(x, SR, 5.0, 0.5, lowpass_hz=2000.0),
+        "fdn_reverb": lambda: F.fdn_reverb(x, SR, 0.5, n_lines=4),
         "SPSAChain": lambda: spsa(x, params).sum().backward(),
         "BiasNet": lambda: cascade(),
     }
@@ -763,6 +857,8 @@ FLOAT64_OPS = {
     "upsample_frames": None,
     "harmonic_synth": None,
     "band_masks": "band_masks' filterbank masks",
+    "feedback_delay": "feedback_delay's filter designs",
+    "fdn_reverb": "fdn_reverb's absorption filter designs",
     "SPSAChain": "SPSA's output differences",
     "BiasNet": "the allpass controller's filter designs",
 }

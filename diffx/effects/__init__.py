@@ -3,6 +3,9 @@
 from diffx.effects.base import Effect, EffectChain, ParamSpec, check_normalized
 from diffx.effects.blackbox import PedalboardCompressor, PedalboardEffect, PedalboardParametricEQ
 from diffx.effects.circuits import DiodeClipper
+from diffx.effects.delays import FDNReverb, FeedbackDelay
+from diffx.effects.dynamics import Expander, Limiter, NoiseGate
+from diffx.effects.modulation import AutoWah, ModulatedFilter
 from diffx.effects.processors import (
     AllpassCascade,
     Compressor,
@@ -17,6 +20,10 @@ from diffx.effects.spsa import SPSAChain
 from diffx.effects.stereo import Pan, StereoWidth
 
 __all__ = [
+    "FDNReverb",
+    "FeedbackDelay",
+    "AutoWah",
+    "ModulatedFilter",
     "NeuralProxy",
     "ProxyChain",
     "load_proxy",
@@ -24,6 +31,9 @@ __all__ = [
     "DiodeClipper",
     "AllpassCascade",
     "Compressor",
+    "Expander",
+    "Limiter",
+    "NoiseGate",
     "Delay",
     "Distortion",
     "Effect",

@@ -56,6 +56,9 @@ class Delay(Effect):
 class Compressor(Effect):
     """Feed-forward compressor with soft knee and attack/release ballistics on the gain (dB).
 
+    ``link``: how channels share the detector (``"mean"`` power, the loudest ``"max"``, or
+    ``"none"``: each channel compressed alone), see :func:`diffx.functional.compressor`.
+
     Ranges follow DeepAFx-ST (Steinmetz et al., JAES 2022; shared ANCHORS.md), except the
     make-up gain, narrowed from +-48 dB to +-24 dB so random parameters stay listenable
     (widen it with ``param_ranges``).
@@ -71,8 +74,13 @@ class Compressor(Effect):
         ParamSpec("makeup_gain_db", -24.0, 24.0, 0.0, "dB", limits=_dynamics.MAKEUP_RANGE_DB),
     )
 
+    def __init__(self, sample_rate, link: str = "mean", param_ranges=None):
+        super().__init__(sample_rate, param_ranges)
+        # Stereo linking of the detector: "mean" power, the "max" channel, or "none".
+        self.link = _dynamics.check_link(link)
+
     def process(self, x, **p):
-        return F.compressor(x, self.sample_rate, **p)
+        return F.compressor(x, self.sample_rate, **p, link=self.link)
 
 
 DISTORTION_KINDS = {"tanh": F.tanh_distortion, "soft_clip": F.soft_clip}

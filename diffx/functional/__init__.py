@@ -11,6 +11,7 @@ from diffx.functional.allpass import (
     stretched_allpass_sos,
 )
 from diffx.functional.circuits import diode_clipper
+from diffx.functional.delay import fdn_delays, fdn_reverb, feedback_delay
 from diffx.functional.distortion import (
     adaa1,
     adaa_tolerance,
@@ -19,6 +20,7 @@ from diffx.functional.distortion import (
     tanh_distortion,
 )
 from diffx.functional.dynamics import compressor, compressor_gain_db
+from diffx.functional.gates import expander, expander_gain_db, limiter, noise_gate
 from diffx.functional.filters import (
     FILTER_TYPES,
     biquad,
@@ -46,8 +48,23 @@ from diffx.functional.reverb import (
 from diffx.functional.synth import filtered_noise, harmonic_synth, upsample_frames
 from diffx.functional.stereo import mid_side_decode, mid_side_encode, pan, stereo_width
 from diffx.functional.utility import db_to_amplitude, fft_convolve, fractional_delay, gain
+from diffx.functional.varying import (
+    auto_wah,
+    biquad_trajectory,
+    modulated_filter,
+    sosfilt_varying,
+    state_variable_filter,
+)
 
 __all__ = [
+    "fdn_delays",
+    "fdn_reverb",
+    "feedback_delay",
+    "auto_wah",
+    "biquad_trajectory",
+    "modulated_filter",
+    "sosfilt_varying",
+    "state_variable_filter",
     "mid_side_decode",
     "mid_side_encode",
     "pan",
@@ -71,6 +88,10 @@ __all__ = [
     "band_masks",
     "biquad",
     "compressor",
+    "expander",
+    "expander_gain_db",
+    "limiter",
+    "noise_gate",
     "compressor_gain_db",
     "convolution_reverb",
     "crossover_frequencies",

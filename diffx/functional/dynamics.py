@@ -125,12 +125,18 @@ def time_to_pole(time_ms: torch.Tensor, sample_rate: float) -> torch.Tensor:
     return torch.exp(-_LN9 / (sample_rate * time_ms * 1e-3))
 
 
-def _compress_reference(x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db, be):
-    """The compressor as a composition of differentiable ops and the ballistics Function."""
+def _compress_reference(
+    x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db, be, sign=1.0
+):
+    """The compressor as a composition of differentiable ops and the ballistics Function.
+
+    ``sign = -1`` gives the expander from the mirrored curve (see :class:`_CpuCompressor`):
+    the threshold and slope passed are then ``-T`` and ``R - 1``.
+    """
     level = detector_level_db(x if sc is None else sc)
-    target = _gain_from_slope(level, threshold_db, slope, knee_db)
+    target = _gain_from_slope(sign * level, threshold_db, slope, knee_db)
     smooth = attack_release(target, alpha_a, alpha_r, backend=be)
-    gain = torch.exp((smooth + makeup_db[:, None]) * _DB_TO_NEPER)
+    gain = torch.exp((sign * smooth + makeup_db[:, None]) * _DB_TO_NEPER)
     return x * gain[:, None, :]
 
 
@@ -161,13 +167,15 @@ def _gain_scalar(d, slope, knee, half_inv_knee):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _smooth_forward(first_row, end_row, level, params, smooth, exponent):  # pragma: no cover
+def _smooth_forward(first_row, end_row, level, params, sign, smooth, exponent):  # pragma: no cover
     """Gain computer + ballistics for rows ``first_row .. end_row - 1``; params (B, 6) float64 =
     [threshold, slope, knee, alpha_a, alpha_r, makeup].
 
     smooth (B, T) receives the smoothed gain in dB (the backward reads it to hold the branch
-    fixed) and exponent (B, T) the natural-log gain ``(smooth + makeup) ln10 / 20``, which the
-    caller exponentiates vectorised. The state is carried in float64 whatever the dtype.
+    fixed) and exponent (B, T) the natural-log gain ``(sign smooth + makeup) ln10 / 20``, which
+    the caller exponentiates vectorised. The state is carried in float64 whatever the dtype.
+    ``sign`` is +1 for the compressor and -1 for the expander, whose gains the kernel smooths
+    negated (see :class:`_CpuCompressor`).
     """
     n_samples = level.shape[1]
     for b in range(first_row, end_row):
@@ -186,7 +194,7 @@ def _smooth_forward(first_row, end_row, level, params, smooth, exponent):  # pra
             # dependency chain through ``state`` (about 20% faster), and exact at steady state.
             state = g + alpha * (state - g)
             smooth[b, n] = state
-            exponent[b, n] = (state + makeup) * _DB_TO_NEPER
+            exponent[b, n] = (sign * state + makeup) * _DB_TO_NEPER
 
 
 @njit(cache=True, nogil=True)
@@ -279,25 +287,33 @@ def _mean_power(sc):
 
 
 class _CpuCompressor(torch.autograd.Function):
-    """The compressor on CPU; inputs x (B, C, T), sc (B, Csc, T) or None, params (B,).
+    """The compressor (and expander) on CPU; inputs x (B, C, T), sc (B, Csc, T) or None,
+    params (B,), and ``sign``.
 
     Detector and gain application are vectorised tensor ops; the gain computer and the
     ballistics run in one numba kernel (forward) and its reverse (backward). Returns the output
     and, as non-differentiable extras that the backward reads, the detector's mean power, level
     (dB), smoothed gain (dB) and applied linear gain, each ``(B, T)``.
+
+    ``sign = -1`` runs the expander through the same kernels: its gain curve is the compressor's
+    mirrored, ``g(L) = -c(-L)`` with ``c`` the compressor curve of threshold ``-T`` and slope
+    ``R - 1`` (the caller passes those), and its attack (gain rising) is the compressor's attack
+    (gain falling) of the negated gain. So the kernels see the level ``sign L`` and smooth
+    ``sign g``; the exponent and the gradients undo the sign. "level" and "smooth" are saved
+    in that kernel space.
     """
 
     @staticmethod
-    def forward(x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db):
+    def forward(x, sc, threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db, sign=1.0):
         x = x.detach().contiguous()
         sc = x if sc is None else sc.detach().contiguous()
         power = _mean_power(sc)
-        level = torch.log(power).mul_(_DB_PER_NEPER_POWER)
+        level = torch.log(power).mul_(sign * _DB_PER_NEPER_POWER)
         params = _stack_params(threshold_db, slope, knee_db, alpha_a, alpha_r, makeup_db)
         smooth = torch.empty_like(level)
         gain = torch.empty_like(level)  # receives the exponent, exponentiated in place
         run_rows(
-            _smooth_forward, level.shape[0], level.numel(), level.numpy(), params,
+            _smooth_forward, level.shape[0], level.numel(), level.numpy(), params, float(sign),
             smooth.numpy(), gain.numpy(),
         )  # fmt: skip
         gain.exp_()
@@ -306,18 +322,20 @@ class _CpuCompressor(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.has_sc = inputs[1] is not None
+        ctx.sign = float(inputs[8]) if len(inputs) > 8 else 1.0
         ctx.set_materialize_grads(False)
         # The double-backward path recomputes everything from the inputs instead.
         ctx.mark_non_differentiable(*output[1:])
         sc = inputs[1] if ctx.has_sc else inputs[0]
-        ctx.save_for_backward(*output[1:], inputs[0], sc, *inputs[2:])
+        ctx.save_for_backward(*output[1:], inputs[0], sc, *inputs[2:8])
 
     @staticmethod
     def backward(ctx, grad_out, *_grad_extras):
         power, level, smooth, gain, x, sc, *params = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        sign = ctx.sign
         if grad_out is None:
-            return (None,) * 8
+            return (None,) * 9
         if torch.is_grad_enabled():
             return _recompute_backward(ctx, grad_out, x, sc, params)
         # No .contiguous(): the elementwise ops below take any strides (the gradient of a
@@ -333,7 +351,7 @@ class _CpuCompressor(torch.autograd.Function):
             # Output = x * exp((smooth + makeup) ln10 / 20): dL/dsmooth.
             prod = grad_out * x
             prod = prod.squeeze(1) if prod.shape[1] == 1 else prod.sum(dim=1)
-            grad_smooth = prod.mul_(gain).mul_(_DB_TO_NEPER)
+            grad_smooth = prod.mul_(gain).mul_(sign * _DB_TO_NEPER)  # d/d(kernel's smooth)
             coeff = torch.empty_like(level) if need_coeff else torch.empty(1, 1, dtype=x.dtype)
             grad_params = np.empty((x.shape[0], 6), dtype=np.float64)
             run_rows(
@@ -345,11 +363,12 @@ class _CpuCompressor(torch.autograd.Function):
                 power.numpy(),
                 smooth.numpy(),
                 _stack_params(*params),
-                2.0 * _DB_PER_NEPER_POWER / sc.shape[1],
+                sign * 2.0 * _DB_PER_NEPER_POWER / sc.shape[1],
                 coeff.numpy(),
                 grad_params,
                 need_coeff,
             )
+            grad_params[:, 5] *= sign  # the makeup adds to sign * smooth
             grad_params = torch.from_numpy(grad_params).to(x.dtype)
             if need_coeff:
                 # Where the power was clamped to the dtype's largest value the level is
@@ -363,6 +382,7 @@ class _CpuCompressor(torch.autograd.Function):
             grad_x,
             grad_sc,
             *(grad_params[:, i] if needs[2 + i] else None for i in range(6)),
+            None,
         )
 
 
@@ -380,11 +400,11 @@ def _recompute_backward(ctx, grad_out, x, sc, params):
     inputs = [x, sc if ctx.has_sc else None, *params]
     wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
     with torch.enable_grad():
-        out = _compress_reference(x, sc if ctx.has_sc else None, *params, "numba")
+        out = _compress_reference(x, sc if ctx.has_sc else None, *params, "numba", ctx.sign)
         grads = torch.autograd.grad(
             out, [inputs[i] for i in wanted], grad_out, create_graph=True, allow_unused=True
         )
-    result = [None] * 8
+    result = [None] * 9
     for i, grad in zip(wanted, grads):
         result[i] = grad if grad is not None else torch.zeros_like(inputs[i])
     return tuple(result)
@@ -406,6 +426,7 @@ def compressor(
     makeup_gain_db: torch.Tensor | float = 0.0,
     sidechain: torch.Tensor | None = None,
     backend: str = "auto",
+    link: str = "mean",
 ) -> torch.Tensor:
     """Feed-forward dynamic range compressor (Giannoulis, Massberg & Reiss, JAES 2012).
 
@@ -452,6 +473,10 @@ def compressor(
             and length as ``x``; any channel count). Differentiable.
         backend: ``"auto"`` (numba-accelerated path on CPU, numba.cuda ballistics on CUDA),
             ``"numba"``, ``"cuda"``, or ``"torch"`` (tensor ops around the reference loop).
+        link: stereo linking of the detector (see :func:`run_linked`): ``"mean"`` (default:
+            mean power over channels, one gain for all), ``"max"`` (the loudest channel at
+            each sample, one gain for all) or ``"none"`` (each channel its own detector and
+            gain; a side-chain then needs x's channel count or one channel).
 
     Returns:
         ``(batch, channels, samples)`` compressed audio. Differentiable in ``x``, ``sidechain``
@@ -460,41 +485,115 @@ def compressor(
     Raises:
         ValueError: naming the argument, for bad audio, shapes or out-of-range parameters.
     """
-    check_audio(x, "x")
     sr = check_sample_rate(sample_rate)
-    B, C, T = x.shape  # batch, channels, samples
-    if sidechain is not None:
-        check_audio(sidechain, "sidechain")
-        if sidechain.dim() != 3 or sidechain.shape[0] != B or sidechain.shape[2] != T:
-            raise ValueError(
-                f"sidechain must be shaped (batch, sc_channels, samples) = ({B}, *, {T}), got "
-                f"shape {tuple(sidechain.shape)}"
-            )
-        sidechain = sidechain.to(dtype=x.dtype)
-        if sidechain.device != x.device:
-            raise ValueError(f"sidechain is on {sidechain.device} but x is on {x.device}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    sidechain = check_sidechain(x, sidechain)
+    check_link(link)
+    backend = check_backend(backend)
+    B = x.shape[0]
     threshold = as_param(threshold_db, "threshold_db", B, x, *THRESHOLD_RANGE_DB)
     ratio_t = as_param(ratio, "ratio", B, x, MIN_RATIO, MAX_RATIO)
     attack = as_param(attack_ms, "attack_ms", B, x, *TIME_RANGE_MS)
     release = as_param(release_ms, "release_ms", B, x, *TIME_RANGE_MS)
     knee = as_param(knee_db, "knee_db", B, x, *KNEE_RANGE_DB)
     makeup = as_param(makeup_gain_db, "makeup_gain_db", B, x, *MAKEUP_RANGE_DB)
-
     slope = 1.0 / ratio_t - 1.0
-    alpha_a = time_to_pole(attack, sr)
-    alpha_r = time_to_pole(release, sr)
+    params = (threshold, slope, knee, time_to_pole(attack, sr), time_to_pole(release, sr), makeup)
+    return run_linked(
+        lambda xr, scr, *p: _curve_and_ballistics(xr, scr, p, backend, 1.0),
+        x, sidechain, link, params,
+    )  # fmt: skip
+
+
+def _curve_and_ballistics(x, sc, params, backend, sign):
+    """Compressor (sign +1) or expander (sign -1) on linked rows; params as _CpuCompressor's."""
     if backend == "auto":
         backend = "numba" if x.device.type == "cpu" else "cuda" if x.is_cuda else "torch"
     if backend == "numba":
         if x.device.type != "cpu":
             raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
-        out, *_ = _CpuCompressor.apply(
-            x, sidechain, threshold, slope, knee, alpha_a, alpha_r, makeup
-        )
+        out, *_ = _CpuCompressor.apply(x, sc, *params, sign)
         return out
     backend = _resolve_ballistics_backend(backend, x)
-    return _compress_reference(
-        x, sidechain, threshold, slope, knee, alpha_a, alpha_r, makeup, backend
-    )
+    return _compress_reference(x, sc, *params, backend, sign)
+
+
+# --------------------------------------------------------------------------------------------
+# checks and stereo linking shared by the dynamics ops (diffx.functional.gates uses them too)
+# --------------------------------------------------------------------------------------------
+
+LINKS = ("mean", "max", "none")
+
+
+def check_link(link: str) -> str:
+    if link not in LINKS:
+        raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+    return link
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_sidechain(x: torch.Tensor, sidechain: torch.Tensor | None) -> torch.Tensor | None:
+    """Check ``x`` and an optional side-chain; return the side-chain in ``x``'s dtype."""
+    check_audio(x, "x")
+    if sidechain is None:
+        return None
+    B, _, T = x.shape  # batch, channels, samples
+    check_audio(sidechain, "sidechain")
+    if sidechain.dim() != 3 or sidechain.shape[0] != B or sidechain.shape[2] != T:
+        raise ValueError(
+            f"sidechain must be shaped (batch, sc_channels, samples) = ({B}, *, {T}), got "
+            f"shape {tuple(sidechain.shape)}"
+        )
+    if sidechain.device != x.device:
+        raise ValueError(f"sidechain is on {sidechain.device} but x is on {x.device}")
+    return sidechain.to(dtype=x.dtype)
+
+
+def loudest_channel(sc: torch.Tensor) -> torch.Tensor:
+    """``(batch, 1, samples)``: per sample, the channel of ``sc`` with the largest ``|sc|``.
+
+    Its power is the largest channel power, so a mean-power detector fed with it reads the
+    "max" link's level; the gradient reaches the selected channel only (the selection itself
+    is piecewise constant, so this is the derivative almost everywhere).
+    """
+    if sc.shape[1] == 1:
+        return sc
+    index = sc.detach().abs().argmax(dim=1, keepdim=True)
+    return sc.gather(1, index)
+
+
+def run_linked(op, x, sidechain, link, params):
+    """Run ``op(x_rows, sc_rows, *param_rows)`` under a stereo ``link`` and restore the shape.
+
+    ``op`` is a channel-linked dynamics op whose detector reads the mean power over the
+    side-chain's channels (``sc_rows`` None: over ``x_rows``' channels) and applies one gain
+    to every channel of its row; ``params`` are ``(batch,)`` tensors.
+
+    - ``"mean"``: as it is: one detector per example, the mean power over channels.
+    - ``"max"``: one detector per example reading the loudest channel at each sample
+      (:func:`loudest_channel`).
+    - ``"none"``: every channel its own detector and gain: channels become rows (batch x
+      channels); a side-chain needs as many channels as ``x``, or one (shared by all).
+    """
+    if link == "mean":
+        return op(x, sidechain, *params)
+    if link == "max":
+        return op(x, loudest_channel(x if sidechain is None else sidechain), *params)
+    B, C, T = x.shape  # batch, channels, samples
+    if sidechain is not None and sidechain.shape[1] == 1:
+        return op(x, sidechain, *params)  # one detector for every channel: linked already
+    if sidechain is not None and sidechain.shape[1] != C:
+        raise ValueError(
+            f"with link='none' the sidechain needs x's {C} channels (or one), got "
+            f"{sidechain.shape[1]}"
+        )
+    if C == 1:
+        return op(x, sidechain, *params)
+    rows = x.reshape(B * C, 1, T)
+    sc_rows = None if sidechain is None else sidechain.reshape(B * C, 1, T)
+    out = op(rows, sc_rows, *(p.repeat_interleave(C) for p in params))
+    return out.reshape(B, C, T)

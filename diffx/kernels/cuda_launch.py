@@ -22,6 +22,7 @@ with a warning (see ``docs/installing.md``).
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import torch
@@ -52,10 +53,13 @@ class CudaKernels:
     Args:
         name: the kernel tuple's name in :mod:`diffx.kernels.cuda_kernels`, e.g. ``"ONEPOLE"``.
         what: the recursion's name for warnings, e.g. ``"the one-pole recursion"``.
+        module: the module of :mod:`diffx.kernels` holding the kernel tuple (default
+            ``"cuda_kernels"``; the time-varying filters keep theirs in ``"cuda_varying"``).
     """
 
-    def __init__(self, name: str, what: str):
+    def __init__(self, name: str, what: str, module: str = "cuda_kernels"):
         self._name = name
+        self._module = module
         self._what = what
         self._kernels: tuple | bool | None = None  # False once known to be unusable
 
@@ -76,9 +80,8 @@ class CudaKernels:
 
                 if not cuda.is_available():
                     raise RuntimeError("numba.cuda sees no device")
-                from diffx.kernels import cuda_kernels
-
-                self._kernels = getattr(cuda_kernels, self._name)
+                kernels = importlib.import_module(f"diffx.kernels.{self._module}")
+                self._kernels = getattr(kernels, self._name)
             except Exception as err:  # noqa: BLE001 - any failure means "no CUDA kernel"
                 self._unusable(err)
         return self._kernels

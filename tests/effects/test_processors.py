@@ -121,3 +121,18 @@ def test_every_module_accepts_its_own_sampled_parameters_in_a_chain():
     for params in itertools.islice(iter(lambda: chain.sample_parameters(3), None), 3):
         assert torch.isfinite(chain(x, params)).all()
     assert F.parametric_eq is not None
+
+
+def test_compressor_link_none_compresses_each_channel_alone_and_mean_links_them():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 2, 4096, generator=g, dtype=torch.float64)
+    x[:, 1] *= 0.05  # a quiet right channel: linked, it is compressed by the loud left
+    params = torch.rand(2, 6, generator=g, dtype=torch.float64)
+    unlinked = P.Compressor(SR, link="none")(x, params)
+    each = torch.cat([P.Compressor(SR)(x[:, c : c + 1], params) for c in range(2)], dim=1)
+    torch.testing.assert_close(unlinked, each, rtol=1e-12, atol=1e-14)
+    linked = P.Compressor(SR)(x, params)
+    physical = P.Compressor(SR).denormalize(params)
+    torch.testing.assert_close(linked, F.compressor(x, SR, **physical), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="link"):
+        P.Compressor(SR, link="left")

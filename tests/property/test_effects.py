@@ -19,11 +19,18 @@ from hypothesis import strategies as st
 
 from diffx.effects import (
     AllpassCascade,
+    AutoWah,
     Compressor,
     Delay,
     Distortion,
     EffectChain,
+    Expander,
+    FDNReverb,
+    FeedbackDelay,
     Gain,
+    Limiter,
+    ModulatedFilter,
+    NoiseGate,
     NoiseReverb,
     Pan,
     ParametricEQ,
@@ -39,12 +46,26 @@ def _allpass(sr: float, kind: str) -> AllpassCascade:
 
 
 FACTORIES = {
+    "auto_wah": lambda sr: AutoWah(sr),
+    "modulated_filter_bandpass": lambda sr: ModulatedFilter(sr, mode="bandpass"),
+    "modulated_filter_highpass": lambda sr: ModulatedFilter(sr, mode="highpass"),
     "gain": lambda sr: Gain(sr),
     "delay": lambda sr: Delay(sr),
     "compressor": lambda sr: Compressor(sr),
+    "expander": lambda sr: Expander(sr),
+    "expander_unlinked": lambda sr: Expander(sr, link="none"),
+    "noise_gate": lambda sr: NoiseGate(sr),
+    "noise_gate_max_link": lambda sr: NoiseGate(sr, link="max"),
+    "limiter": lambda sr: Limiter(sr),
+    "limiter_no_lookahead": lambda sr: Limiter(sr, lookahead_ms=0.0, link="mean"),
+    "chain_gate_compressor_limiter": lambda sr: EffectChain([NoiseGate(sr), Compressor(sr),
+                                                            Limiter(sr)]),
     "distortion_tanh": lambda sr: Distortion(sr, "tanh"),
     "distortion_soft_adaa": lambda sr: Distortion(sr, "soft_clip", antialiasing="adaa1"),
     "noise_reverb": lambda sr: NoiseReverb(sr, n_bands=3, length_s=0.05),
+    "feedback_delay": lambda sr: FeedbackDelay(sr),
+    "fdn_reverb": lambda sr: FDNReverb(sr, n_lines=4, n_bands=3),
+    "fdn_reverb_stereo": lambda sr: FDNReverb(sr, n_lines=4, n_bands=2, output_channels=2),
     "parametric_eq": lambda sr: ParametricEQ(sr),
     "parametric_eq_1band": lambda sr: ParametricEQ(sr, n_bands=1),
     **{f"allpass_{kind}": functools.partial(_allpass, kind=kind) for kind in ALLPASS_KINDS},
@@ -81,7 +102,7 @@ def _widest(module, sr: float):
                 low = 1e-6 * high
             ranges[spec.name] = (low, high)
         kwargs = {k: getattr(effect, k) for k in ("kind", "antialiasing", "n_bands", "length_s",
-                                                  "n_second", "n_first", "stretch")
+                                                  "n_second", "n_first", "stretch", "mode")
                   if hasattr(effect, k)}  # fmt: skip
         rebuilt.append(type(effect)(sr, param_ranges=ranges, **kwargs))
     return rebuilt[0] if len(rebuilt) == 1 else EffectChain(rebuilt)
@@ -160,6 +181,8 @@ def test_every_parameter_declares_the_range_its_op_accepts(name):
 @pytest.mark.parametrize(
     "factory, name, bounds",
     [(Compressor, "threshold_db", (-200.0, 0.0)), (Compressor, "knee_db", (0.0, 500.0)),
+     (Expander, "ratio", (1.0, 200.0)), (NoiseGate, "range_db", (-300.0, 0.0)),
+     (NoiseGate, "hold_ms", (1.0, 20_000.0)), (Limiter, "release_ms", (1e-4, 100.0)),
      (Gain, "gain_db", (-24.0, 300.0)), (ParametricEQ, "band1_q", (1e-4, 10.0)),
      (ParametricEQ, "high_shelf_freq_hz", (4000.0, 22050.0)), (Delay, "delay_ms", (-1.0, 5.0))],
 )  # fmt: skip

@@ -26,7 +26,17 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import diffx.functional as F
-from diffx.functional import distortion, dynamics, filters, reverb, stereo, utility
+from diffx.functional import delay as delay_ops
+from diffx.functional import (
+    distortion,
+    dynamics,
+    filters,
+    gates,
+    reverb,
+    stereo,
+    utility,
+    varying,
+)
 from tests.property.strategies import FORMS, as_form, audio, sample_rate, value_in
 
 
@@ -101,6 +111,16 @@ def _peq(x, sr, opts, **p):
     )  # fmt: skip
 
 
+def _fdn(x, sr, opts, rt60_s, mix):
+    n_bands = opts["n_bands"]
+    if n_bands > 1:  # the same value in every band, as (batch, n_bands) or (1, n_bands)
+        if isinstance(rt60_s, torch.Tensor):
+            rt60_s = rt60_s.reshape(-1, 1).expand(-1, n_bands)
+        else:
+            rt60_s = torch.full((1, n_bands), float(rt60_s), dtype=x.dtype)
+    return F.fdn_reverb(x, sr, rt60_s, mix, n_lines=4)
+
+
 def _biquad(x, sr, opts, **p):
     sos = F.biquad(opts["filter_type"], p["freq_hz"], p["q"], sr, p["gain_db"], dtype=x.dtype)
     return F.sosfilt(x, sos[:, None, :])  # one section per item
@@ -125,6 +145,28 @@ EQ_GAIN = {"low": -filters.MAX_ABS_GAIN_DB, "high": filters.MAX_ABS_GAIN_DB}
 TIME = {"low": dynamics.TIME_RANGE_MS[0], "high": dynamics.TIME_RANGE_MS[1], "log": True}
 
 OPS = [
+    Op("sosfilt_varying",
+       lambda x, sr, o, **p: F.sosfilt_varying(x, F.biquad_trajectory(
+           o["filter_type"], p["freq_hz"], p["q"], sr, p["gain_db"], dtype=x.dtype)[:, None]),
+       (Param("freq_hz", **FREQ), Param("q", **Q), Param("gain_db", **EQ_GAIN)),
+       options=st.fixed_dictionaries({"filter_type": st.sampled_from(F.FILTER_TYPES)}),
+       ignores=lambda o: () if o["filter_type"] in ("peaking", "low_shelf", "high_shelf")
+       else ("gain_db",)),
+    Op("state_variable_filter",
+       lambda x, sr, o, **p: F.state_variable_filter(x, sample_rate=sr, mode=o["mode"], **p),
+       (Param("cutoff_hz", **FREQ), Param("q", **Q)),
+       options=st.fixed_dictionaries({"mode": st.sampled_from(varying.SVF_MODES)})),
+    Op("modulated_filter",
+       lambda x, sr, o, **p: F.modulated_filter(x, sr, mode=o["mode"], **p),
+       (Param("freq_hz", **FREQ), Param("q", **Q), Param("rate_hz", 0.0, nyquist),
+        Param("depth_octaves", 0.0, varying.MAX_DEPTH_OCTAVES)),
+       options=st.fixed_dictionaries({"mode": st.sampled_from(varying.SVF_MODES)})),
+    Op("auto_wah", lambda x, sr, o, **p: F.auto_wah(x, sr, **p),
+       (Param("min_freq_hz", **FREQ), Param("max_freq_hz", **FREQ),
+        Param("sensitivity_db", -varying.MAX_ABS_SENSITIVITY_DB,
+              varying.MAX_ABS_SENSITIVITY_DB),
+        Param("q", **Q), Param("attack_ms", **TIME), Param("release_ms", **TIME),
+        Param("mix", 0.0, 1.0))),
     Op("gain", lambda x, sr, o, **p: F.gain(x, **p),
        (Param("gain_db", -utility.MAX_ABS_GAIN_DB, utility.MAX_ABS_GAIN_DB),)),
     # pan takes mono (the first channel), stereo_width stereo (a mono input duplicated); the
@@ -143,6 +185,33 @@ OPS = [
         Param("knee_db", *dynamics.KNEE_RANGE_DB),
         Param("makeup_gain_db", *dynamics.MAKEUP_RANGE_DB)),
        options=st.fixed_dictionaries({"backend": st.sampled_from(("auto", "torch"))})),
+    Op("expander",
+       lambda x, sr, o, **p: F.expander(x, sr, **p, link=o["link"], backend=o["backend"]),
+       (Param("threshold_db", *dynamics.THRESHOLD_RANGE_DB),
+        Param("ratio", *gates.EXPANDER_RATIO_RANGE, log=True),
+        Param("attack_ms", **TIME), Param("release_ms", **TIME),
+        Param("knee_db", *dynamics.KNEE_RANGE_DB),
+        Param("makeup_gain_db", *dynamics.MAKEUP_RANGE_DB)),
+       options=st.fixed_dictionaries({"backend": st.sampled_from(("auto", "torch")),
+                                      "link": st.sampled_from(dynamics.LINKS)})),
+    Op("noise_gate",
+       lambda x, sr, o, **p: F.noise_gate(x, sr, **p, link=o["link"], backend=o["backend"]),
+       (Param("threshold_db", *dynamics.THRESHOLD_RANGE_DB),
+        Param("attack_ms", **TIME), Param("hold_ms", *gates.HOLD_RANGE_MS),
+        Param("release_ms", **TIME), Param("range_db", *gates.RANGE_RANGE_DB),
+        Param("ratio", *gates.EXPANDER_RATIO_RANGE, log=True),
+        Param("knee_db", *dynamics.KNEE_RANGE_DB),
+        Param("makeup_gain_db", *dynamics.MAKEUP_RANGE_DB)),
+       options=st.fixed_dictionaries({"backend": st.sampled_from(("auto", "torch")),
+                                      "link": st.sampled_from(dynamics.LINKS)}),
+       max_samples=2**13),
+    Op("limiter",
+       lambda x, sr, o, **p: F.limiter(x, sr, **p, link=o["link"], backend=o["backend"]),
+       (Param("threshold_db", *dynamics.THRESHOLD_RANGE_DB),
+        Param("release_ms", **TIME), Param("lookahead_ms", *gates.LOOKAHEAD_RANGE_MS),
+        Param("makeup_gain_db", *dynamics.MAKEUP_RANGE_DB)),
+       options=st.fixed_dictionaries({"backend": st.sampled_from(("auto", "torch")),
+                                      "link": st.sampled_from(dynamics.LINKS)})),
     Op("parametric_eq", _peq,
        (Param("low_shelf_freq_hz", **FREQ), Param("low_shelf_gain_db", **EQ_GAIN),
         Param("low_shelf_q", **Q), Param("band_freqs_hz", **FREQ),
@@ -173,6 +242,14 @@ OPS = [
        lambda x, sr, o, **p: F.convolution_reverb(
            x, torch.linspace(1.0, 0.0, 64, dtype=x.dtype)[None, None], **p),
        (Param("mix", 0.0, 1.0),)),
+    Op("feedback_delay", lambda x, sr, o, **p: F.feedback_delay(x, sr, **p),
+       (Param("delay_ms", delay_ops.MIN_ECHO_DELAY_MS, delay_ops.MAX_ECHO_DELAY_MS, log=True),
+        Param("feedback", -1.0, 1.0, open_low=True, open_high=True), Param("mix", 0.0, 1.0),
+        Param("lowpass_hz", **FREQ), Param("highpass_hz", **FREQ))),
+    Op("fdn_reverb", _fdn,
+       (Param("rt60_s", delay_ops.MIN_FDN_RT60_S, delay_ops.MAX_FDN_RT60_S, log=True),
+        Param("mix", 0.0, 1.0)),
+       options=st.fixed_dictionaries({"n_bands": st.integers(1, delay_ops.MAX_BANDS)})),
     Op("noise_reverb",
        lambda x, sr, o, **p: F.noise_reverb(
            x, sr, **p, length_s=0.05, generator=torch.Generator().manual_seed(0)),
