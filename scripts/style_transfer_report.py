@@ -33,10 +33,11 @@ from tqdm import tqdm
 from diffx.effects.proxy import load_proxy
 from diffx.tasks.runs import load_style_run
 
-METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db", "param_error")
+METRICS = ("mrstft", "lufs_error_lu", "centroid_error_hz", "crest_error_db", "width_error_db",
+           "param_error")  # fmt: skip
 HEADER = (
     "| test set | method | MR-STFT | LUFS error (LU) | centroid error (Hz) | "
-    "crest error (dB) | param error |"
+    "crest error (dB) | width error (dB, stereo) | param error |"
 )
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         parser.error("give at least one --model NAME=CKPT")
     start = time.time()
-    lines = [HEADER, "|" + "---|" * 7]
+    lines = [HEADER, "|" + "---|" * 8]
     first = None
     for entry in args.model:
         name, _, ckpt = entry.partition("=")

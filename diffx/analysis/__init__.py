@@ -35,6 +35,7 @@ from diffx.analysis.style_transfer import (
     crest_factor_db,
     parameter_error,
     rule_based_match,
+    side_to_mid_db,
     spectral_centroid_hz,
     style_metrics,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "chromatic_test_set",
     "comparison_metrics",
     "crest_factor_db",
+    "side_to_mid_db",
     "harmonic_analysis",
     "harmonic_esr",
     "hz_to_midi",

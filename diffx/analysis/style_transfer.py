@@ -188,6 +188,37 @@ def crest_factor_db(x: torch.Tensor) -> torch.Tensor:
     return torch.where(silent, 0.0, -10 * torch.log10(torch.where(silent, 1.0, mean_square)))
 
 
+#: Floor of :func:`side_to_mid_db`: a mono mix (no side) reads -60 dB instead of -inf.
+SIDE_TO_MID_FLOOR_DB = -60.0
+
+
+def side_to_mid_db(x: torch.Tensor) -> torch.Tensor:
+    """Stereo width as the energy of the side over the mid, ``10 log10(E_S / E_M)`` per item.
+
+    With ``M = (L + R) / 2`` and ``S = (L - R) / 2``: a mono mix (L = R) reads the floor
+    :data:`SIDE_TO_MID_FLOOR_DB` = -60 dB, uncorrelated channels of equal level 0 dB, a
+    polarity-inverted pair (L = -R) the ceiling +60 dB; a width of ``w``
+    (:func:`diffx.functional.stereo_width`) adds ``20 log10 w`` dB.
+
+    Args:
+        x: ``(batch, 2, samples)`` stereo audio [left, right].
+
+    Returns:
+        ``(batch,)`` dB in [-60, 60]; silence reads the floor.
+    """
+    check_audio(x, "x")
+    if x.shape[1] != 2:
+        raise ValueError(f"side_to_mid_db needs stereo x (batch, 2, samples), got {x.shape[1]}")
+    mid = (x[:, 0] + x[:, 1]).square().sum(-1)
+    side = (x[:, 0] - x[:, 1]).square().sum(-1)
+    floor = 10.0 ** (SIDE_TO_MID_FLOOR_DB / 10.0)
+    ratio = side / torch.clamp(mid, min=torch.finfo(mid.dtype).tiny)
+    # No mid: all side (the ceiling) unless there is no side either (silence: the floor).
+    no_mid = torch.where(side > 0, 1.0 / floor, floor).to(ratio.dtype)
+    ratio = torch.where(mid > 0, ratio, no_mid).clamp(floor, 1.0 / floor)
+    return 10.0 * torch.log10(ratio)
+
+
 def _finite_loudness(x: torch.Tensor, sample_rate: float) -> np.ndarray:
     """pyloudnorm's integrated loudness, with ``-inf`` (nothing above the gates) at the floor."""
     lufs = pyloudnorm_loudness(x, sample_rate)
@@ -211,6 +242,8 @@ def style_metrics(
     - ``centroid_error_hz``: ``|centroid(output) - centroid(target)|``, see
       :func:`spectral_centroid_hz` (default STFT settings).
     - ``crest_error_db``: ``|crest(output) - crest(target)|``, see :func:`crest_factor_db`.
+    - ``width_error_db`` (stereo pairs only): ``|side_to_mid_db(output) -
+      side_to_mid_db(target)|``, see :func:`side_to_mid_db`.
 
     Evaluation only: nothing here is differentiated (it runs under ``torch.no_grad``).
 
@@ -240,7 +273,7 @@ def style_metrics(
     loudness_error = np.abs(_finite_loudness(output, sr) - _finite_loudness(target, sr))
     like = {"dtype": output.dtype, "device": output.device}
     target = target.to(output.dtype)
-    return {
+    metrics = {
         "mrstft": mrstft.to(output.device)(output, target).to(**like),
         "lufs_error_lu": torch.as_tensor(loudness_error).to(**like),
         "centroid_error_hz": (
@@ -248,6 +281,9 @@ def style_metrics(
         ).abs(),
         "crest_error_db": (crest_factor_db(output) - crest_factor_db(target)).abs(),
     }
+    if output.shape[1] == 2:
+        metrics["width_error_db"] = (side_to_mid_db(output) - side_to_mid_db(target)).abs()
+    return metrics
 
 
 def parameter_error(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from numba import cuda
 
+from diffx.kernels.varying import svf_adjoint_step, svf_step
+
 # --------------------------------------------------------------------------------------------
 # DF-I cascade
 # --------------------------------------------------------------------------------------------
@@ -122,6 +124,10 @@ STATE_SPACE = (ss_forward, None)
 # --------------------------------------------------------------------------------------------
 
 
+_svf_step = cuda.jit(device=True)(svf_step)
+_svf_adjoint_step = cuda.jit(device=True)(svf_adjoint_step)
+
+
 @cuda.jit
 def svf_forward(x, g, k, mode, y, states):  # pragma: no cover - as above
     """x, y (B, C, T); g, k (B, T); states (B, C, 2, T) receive s[n] before sample n."""
@@ -133,23 +139,9 @@ def svf_forward(x, g, k, mode, y, states):  # pragma: no cover - as above
         s1 = 0.0
         s2 = 0.0
         for n in range(n_samples):
-            gn = g[b, n]
-            kn = k[b, n]
             states[b, c, 0, n] = s1
             states[b, c, 1, n] = s2
-            hp = (x[b, c, n] - (kn + gn) * s1 - s2) / (1.0 + gn * (kn + gn))
-            v1 = gn * hp
-            bp = v1 + s1
-            s1 = bp + v1
-            v2 = gn * bp
-            lp = v2 + s2
-            s2 = lp + v2
-            if mode == 0:
-                y[b, c, n] = lp
-            elif mode == 1:
-                y[b, c, n] = bp
-            else:
-                y[b, c, n] = hp
+            y[b, c, n], s1, s2 = _svf_step(x[b, c, n], g[b, n], k[b, n], s1, s2, mode)
 
 
 @cuda.jit
@@ -167,68 +159,13 @@ def svf_backward(
         l2 = 0.0
         for i in range(n_samples):
             n = n_samples - 1 - i
-            gn = g[b, n]
-            kn = k[b, n]
-            d = 1.0 / (1.0 + gn * (kn + gn))
-            if mode == 0:
-                c1 = d * gn
-                c2 = d * (1.0 + kn * gn)
-                dd = d * gn * gn
-            elif mode == 1:
-                c1 = d
-                c2 = -d * gn
-                dd = d * gn
-            else:
-                c1 = -d * (kn + gn)
-                c2 = -d
-                dd = d
-            a11 = 2.0 * d - 1.0
-            a12 = -2.0 * d * gn
-            a21 = 2.0 * d * gn
-            a22 = 2.0 * d * (1.0 + kn * gn) - 1.0
-            b1 = 2.0 * d * gn
-            b2 = 2.0 * d * gn * gn
-            gy = grad_y[b, c, n]
-            u = x[b, c, n]
-            grad_x[b, c, n] = dd * gy + b1 * l1 + b2 * l2
+            grad_x[b, c, n], acc_g, acc_k, l1, l2 = _svf_adjoint_step(
+                grad_y[b, c, n], x[b, c, n], g[b, n], k[b, n], states[b, c, 0, n],
+                states[b, c, 1, n], l1, l2, mode, need_gk,
+            )  # fmt: skip
             if need_gk:
-                s1 = states[b, c, 0, n]
-                s2 = states[b, c, 1, n]
-                ga11 = l1 * s1
-                ga12 = l1 * s2
-                ga21 = l2 * s1
-                ga22 = l2 * s2
-                gb1 = l1 * u
-                gb2 = l2 * u
-                gc1 = gy * s1
-                gc2 = gy * s2
-                gd = gy * u
-                d_g = -d * d * (kn + 2.0 * gn)
-                d_k = -d * d * gn
-                acc_g = (2.0 * d_g * ga11 - 2.0 * (d_g * gn + d) * ga12
-                         + 2.0 * (d_g * gn + d) * (ga21 + gb1)
-                         + (2.0 * d_g * (1.0 + kn * gn) + 2.0 * d * kn) * ga22
-                         + (2.0 * d_g * gn * gn + 4.0 * d * gn) * gb2)  # fmt: skip
-                acc_k = (2.0 * d_k * ga11 - 2.0 * d_k * gn * ga12
-                         + 2.0 * d_k * gn * (ga21 + gb1)
-                         + (2.0 * d_k * (1.0 + kn * gn) + 2.0 * d * gn) * ga22
-                         + 2.0 * d_k * gn * gn * gb2)  # fmt: skip
-                if mode == 0:
-                    acc_g += ((d_g * gn + d) * gc1 + (d_g * (1.0 + kn * gn) + d * kn) * gc2
-                              + (d_g * gn * gn + 2.0 * d * gn) * gd)  # fmt: skip
-                    acc_k += d_k * gn * gc1 + (d_k * (1.0 + kn * gn) + d * gn) * gc2
-                    acc_k += d_k * gn * gn * gd
-                elif mode == 1:
-                    acc_g += d_g * gc1 - (d_g * gn + d) * gc2 + (d_g * gn + d) * gd
-                    acc_k += d_k * gc1 - d_k * gn * gc2 + d_k * gn * gd
-                else:
-                    acc_g += -(d_g * (kn + gn) + d) * gc1 - d_g * gc2 + d_g * gd
-                    acc_k += -(d_k * (kn + gn) + d) * gc1 - d_k * gc2 + d_k * gd
                 cuda.atomic.add(grad_g, (b, n), acc_g)
                 cuda.atomic.add(grad_k, (b, n), acc_k)
-            t1 = c1 * gy + a11 * l1 + a21 * l2
-            l2 = c2 * gy + a12 * l1 + a22 * l2
-            l1 = t1
 
 
 SVF = (svf_forward, svf_backward)

@@ -521,6 +521,91 @@ def state_space2(x: torch.Tensor, coef: torch.Tensor, backend: str = "auto") -> 
 # ============================================================================================
 
 
+def svf_step(u, gn, kn, s1, s2, mode):  # pragma: no cover - compiled (CPU and CUDA)
+    """One sample of the TPT topology: input ``u``, ``g``, ``k`` and states ``s1``, ``s2``
+    before the sample; returns ``(output, s1, s2)`` with the states after it. Plain Python,
+    compiled for the CPU here and as a device function in :mod:`diffx.kernels.cuda_varying`."""
+    hp = (u - (kn + gn) * s1 - s2) / (1.0 + gn * (kn + gn))
+    v1 = gn * hp
+    bp = v1 + s1
+    v2 = gn * bp
+    lp = v2 + s2
+    out = lp if mode == 0 else (bp if mode == 1 else hp)
+    return out, bp + v1, lp + v2
+
+
+def svf_adjoint_step(gy, u, gn, kn, s1, s2, l1, l2, mode, need_gk):  # pragma: no cover
+    """One reverse step of the SVF's state-space adjoint (module docstring) at sample ``n``.
+
+    ``gy`` = dL/dy[n], ``u`` = x[n], ``s1, s2`` the states before sample n, ``l1, l2`` =
+    lambda[n+1]. Returns ``(dL/dx[n], dL/dg[n], dL/dk[n], lambda[n] (two values))``; the
+    coefficient gradients are 0 unless ``need_gk``. Shared by the CPU and CUDA kernels as
+    :func:`svf_step`.
+    """
+    d = 1.0 / (1.0 + gn * (kn + gn))
+    if mode == 0:
+        c1 = d * gn
+        c2 = d * (1.0 + kn * gn)
+        dd = d * gn * gn
+    elif mode == 1:
+        c1 = d
+        c2 = -d * gn
+        dd = d * gn
+    else:
+        c1 = -d * (kn + gn)
+        c2 = -d
+        dd = d
+    a11 = 2.0 * d - 1.0
+    a12 = -2.0 * d * gn
+    a21 = 2.0 * d * gn
+    a22 = 2.0 * d * (1.0 + kn * gn) - 1.0
+    b1 = 2.0 * d * gn
+    b2 = 2.0 * d * gn * gn
+    grad_x = dd * gy + b1 * l1 + b2 * l2
+    acc_g = 0.0
+    acc_k = 0.0
+    if need_gk:
+        # Gradients of the nine coefficients at n ...
+        ga11 = l1 * s1
+        ga12 = l1 * s2
+        ga21 = l2 * s1
+        ga22 = l2 * s2
+        gb1 = l1 * u
+        gb2 = l2 * u
+        gc1 = gy * s1
+        gc2 = gy * s2
+        gd = gy * u
+        # ... chained through d = 1 / (1 + k g + g^2) and the formulas above.
+        d_g = -d * d * (kn + 2.0 * gn)
+        d_k = -d * d * gn
+        acc_g = (2.0 * d_g * ga11 - 2.0 * (d_g * gn + d) * ga12
+                 + 2.0 * (d_g * gn + d) * (ga21 + gb1)
+                 + (2.0 * d_g * (1.0 + kn * gn) + 2.0 * d * kn) * ga22
+                 + (2.0 * d_g * gn * gn + 4.0 * d * gn) * gb2)  # fmt: skip
+        acc_k = (2.0 * d_k * ga11 - 2.0 * d_k * gn * ga12
+                 + 2.0 * d_k * gn * (ga21 + gb1)
+                 + (2.0 * d_k * (1.0 + kn * gn) + 2.0 * d * gn) * ga22
+                 + 2.0 * d_k * gn * gn * gb2)  # fmt: skip
+        if mode == 0:
+            acc_g += ((d_g * gn + d) * gc1 + (d_g * (1.0 + kn * gn) + d * kn) * gc2
+                      + (d_g * gn * gn + 2.0 * d * gn) * gd)  # fmt: skip
+            acc_k += d_k * gn * gc1 + (d_k * (1.0 + kn * gn) + d * gn) * gc2
+            acc_k += d_k * gn * gn * gd
+        elif mode == 1:
+            acc_g += d_g * gc1 - (d_g * gn + d) * gc2 + (d_g * gn + d) * gd
+            acc_k += d_k * gc1 - d_k * gn * gc2 + d_k * gn * gd
+        else:
+            acc_g += -(d_g * (kn + gn) + d) * gc1 - d_g * gc2 + d_g * gd
+            acc_k += -(d_k * (kn + gn) + d) * gc1 - d_k * gc2 + d_k * gd
+    new_l1 = c1 * gy + a11 * l1 + a21 * l2
+    new_l2 = c2 * gy + a12 * l1 + a22 * l2
+    return grad_x, acc_g, acc_k, new_l1, new_l2
+
+
+_svf_step = njit(inline="always", cache=True)(svf_step)
+_svf_adjoint_step = njit(inline="always", cache=True)(svf_adjoint_step)
+
+
 @njit(cache=True, nogil=True, fastmath=False)
 def _svf_forward(first, end, x, g, k, mode, y, states):  # pragma: no cover - compiled
     """The TPT topology sample by sample; states (B, C, 2, T) receive s[n] (before sample n)."""
@@ -530,23 +615,9 @@ def _svf_forward(first, end, x, g, k, mode, y, states):  # pragma: no cover - co
             s1 = 0.0
             s2 = 0.0
             for n in range(n_samples):
-                gn = g[b, n]
-                kn = k[b, n]
                 states[b, c, 0, n] = s1
                 states[b, c, 1, n] = s2
-                hp = (x[b, c, n] - (kn + gn) * s1 - s2) / (1.0 + gn * (kn + gn))
-                v1 = gn * hp
-                bp = v1 + s1
-                s1 = bp + v1
-                v2 = gn * bp
-                lp = v2 + s2
-                s2 = lp + v2
-                if mode == 0:
-                    y[b, c, n] = lp
-                elif mode == 1:
-                    y[b, c, n] = bp
-                else:
-                    y[b, c, n] = hp
+                y[b, c, n], s1, s2 = _svf_step(x[b, c, n], g[b, n], k[b, n], s1, s2, mode)
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -561,70 +632,13 @@ def _svf_backward(
             l1 = 0.0  # lambda[n+1]
             l2 = 0.0
             for n in range(n_samples - 1, -1, -1):
-                gn = g[b, n]
-                kn = k[b, n]
-                d = 1.0 / (1.0 + gn * (kn + gn))
-                if mode == 0:
-                    c1 = d * gn
-                    c2 = d * (1.0 + kn * gn)
-                    dd = d * gn * gn
-                elif mode == 1:
-                    c1 = d
-                    c2 = -d * gn
-                    dd = d * gn
-                else:
-                    c1 = -d * (kn + gn)
-                    c2 = -d
-                    dd = d
-                a11 = 2.0 * d - 1.0
-                a12 = -2.0 * d * gn
-                a21 = 2.0 * d * gn
-                a22 = 2.0 * d * (1.0 + kn * gn) - 1.0
-                b1 = 2.0 * d * gn
-                b2 = 2.0 * d * gn * gn
-                gy = grad_y[b, c, n]
-                u = x[b, c, n]
-                grad_x[b, c, n] = dd * gy + b1 * l1 + b2 * l2
+                grad_x[b, c, n], acc_g, acc_k, l1, l2 = _svf_adjoint_step(
+                    grad_y[b, c, n], x[b, c, n], g[b, n], k[b, n], states[b, c, 0, n],
+                    states[b, c, 1, n], l1, l2, mode, need_gk,
+                )  # fmt: skip
                 if need_gk:
-                    s1 = states[b, c, 0, n]
-                    s2 = states[b, c, 1, n]
-                    # Gradients of the nine coefficients at n ...
-                    ga11 = l1 * s1
-                    ga12 = l1 * s2
-                    ga21 = l2 * s1
-                    ga22 = l2 * s2
-                    gb1 = l1 * u
-                    gb2 = l2 * u
-                    gc1 = gy * s1
-                    gc2 = gy * s2
-                    gd = gy * u
-                    # ... chained through d = 1 / (1 + k g + g^2) and the formulas above.
-                    d_g = -d * d * (kn + 2.0 * gn)
-                    d_k = -d * d * gn
-                    acc_g = (2.0 * d_g * ga11 - 2.0 * (d_g * gn + d) * ga12
-                             + 2.0 * (d_g * gn + d) * (ga21 + gb1)
-                             + (2.0 * d_g * (1.0 + kn * gn) + 2.0 * d * kn) * ga22
-                             + (2.0 * d_g * gn * gn + 4.0 * d * gn) * gb2)  # fmt: skip
-                    acc_k = (2.0 * d_k * ga11 - 2.0 * d_k * gn * ga12
-                             + 2.0 * d_k * gn * (ga21 + gb1)
-                             + (2.0 * d_k * (1.0 + kn * gn) + 2.0 * d * gn) * ga22
-                             + 2.0 * d_k * gn * gn * gb2)  # fmt: skip
-                    if mode == 0:
-                        acc_g += ((d_g * gn + d) * gc1 + (d_g * (1.0 + kn * gn) + d * kn) * gc2
-                                  + (d_g * gn * gn + 2.0 * d * gn) * gd)  # fmt: skip
-                        acc_k += d_k * gn * gc1 + (d_k * (1.0 + kn * gn) + d * gn) * gc2
-                        acc_k += d_k * gn * gn * gd
-                    elif mode == 1:
-                        acc_g += d_g * gc1 - (d_g * gn + d) * gc2 + (d_g * gn + d) * gd
-                        acc_k += d_k * gc1 - d_k * gn * gc2 + d_k * gn * gd
-                    else:
-                        acc_g += -(d_g * (kn + gn) + d) * gc1 - d_g * gc2 + d_g * gd
-                        acc_k += -(d_k * (kn + gn) + d) * gc1 - d_k * gc2 + d_k * gd
                     grad_g[b, n] += acc_g
                     grad_k[b, n] += acc_k
-                t1 = c1 * gy + a11 * l1 + a21 * l2
-                l2 = c2 * gy + a12 * l1 + a22 * l2
-                l1 = t1
 
 
 def _svf_forward_torch(x, g, k, mode):

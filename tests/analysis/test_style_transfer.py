@@ -16,6 +16,7 @@ from diffx.analysis.style_transfer import (
     crest_factor_db,
     parameter_error,
     rule_based_match,
+    side_to_mid_db,
     spectral_centroid_hz,
     style_metrics,
 )
@@ -122,6 +123,23 @@ def test_centroid_weights_frames_by_energy_channels_by_power_and_silence_reads_z
     # channels in opposite phase: their mean signal is silent, their mean power is not
     stereo = torch.tensor(np.stack([half, -half])[None])
     assert abs(float(spectral_centroid_hz(stereo, FS)[0]) - 500.0) < BIN_HZ
+
+
+def test_side_to_mid_of_mono_wide_inverted_and_scaled_stereo():
+    from diffx.functional import stereo_width
+
+    rng = np.random.default_rng(2)
+    left, right = rng.standard_normal((2, 4000))
+    pairs = [(left, left), (left, right), (left, -left), (0 * left, 0 * left)]
+    x = torch.tensor(np.stack([np.stack(p) for p in pairs]))
+    got = side_to_mid_db(x).numpy()
+    expected_uncorrelated = 10 * np.log10(np.sum((left - right) ** 2) / np.sum((left + right) ** 2))
+    np.testing.assert_allclose(got, [-60.0, expected_uncorrelated, 60.0, -60.0], atol=1e-9)
+    # A width w adds 20 log10 w dB (the side scaled, the mid kept).
+    wider = side_to_mid_db(stereo_width(x[1:2], 2.5))
+    np.testing.assert_allclose(wider.numpy(), [expected_uncorrelated + 20 * np.log10(2.5)])
+    with pytest.raises(ValueError, match="stereo"):
+        side_to_mid_db(x[:, :1])
 
 
 def test_crest_factor_of_sine_square_and_a_numpy_signal():
