@@ -104,6 +104,20 @@ class ParamSpec:
         return replace(self, minimum=float(minimum), maximum=float(maximum), default=default)
 
 
+def frequency_spec(
+    name: str, lo: float, hi: float, default: float, sample_rate: float
+) -> ParamSpec:
+    """A log-scaled frequency parameter (Hz) kept below 0.45 x ``sample_rate``, so every filter
+    design stays valid at any rate: the range is cut at that ceiling (and its minimum moved to
+    at most half the new maximum), the default clipped into it; ``limits`` are the open
+    interval (0, ``sample_rate`` / 2) that the filter designs accept."""
+    ceiling = 0.45 * sample_rate
+    hi = min(hi, ceiling)
+    lo = min(lo, hi / 2)
+    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log",
+                     limits=(0.0, sample_rate / 2), limits_open=(True, True))  # fmt: skip
+
+
 def check_normalized(params: torch.Tensor, names: Sequence[str], owner: str) -> None:
     """Raise ``ValueError`` naming the parameter if ``params (batch, n)`` leaves [0, 1] (never
     for a meta tensor, which has no values)."""

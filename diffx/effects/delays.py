@@ -6,18 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from diffx.effects.base import Effect, ParamSpec
+from diffx.effects.base import Effect, ParamSpec, frequency_spec
 from diffx.functional import delay as _delay
 
 _OPEN = (True, True)
-
-
-def _loop_freq_spec(name: str, lo: float, hi: float, default: float, sr: float) -> ParamSpec:
-    """A log-scaled loop-filter cutoff kept below 0.45 * sample_rate (the design's range)."""
-    hi = min(hi, 0.45 * sr)
-    lo = min(lo, hi / 2)
-    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log",
-                     limits=(0.0, sr / 2), limits_open=_OPEN)  # fmt: skip
 
 
 class FeedbackDelay(Effect):
@@ -37,8 +29,8 @@ class FeedbackDelay(Effect):
             ParamSpec("delay_ms", 10.0, 1000.0, 250.0, "ms", "log",
                       limits=(_delay.MIN_ECHO_DELAY_MS, _delay.MAX_ECHO_DELAY_MS)),
             ParamSpec("feedback", 0.0, 0.9, 0.3, "", limits=(-1.0, 1.0), limits_open=_OPEN),
-            _loop_freq_spec("lowpass_hz", 1000.0, 16000.0, 6000.0, sr),
-            _loop_freq_spec("highpass_hz", 20.0, 1000.0, 50.0, sr),
+            frequency_spec("lowpass_hz", 1000.0, 16000.0, 6000.0, sr),
+            frequency_spec("highpass_hz", 20.0, 1000.0, 50.0, sr),
             ParamSpec("mix", 0.0, 1.0, 0.0, "", limits=(0.0, 1.0)),
         )  # fmt: skip
         super().__init__(sample_rate, param_ranges)

@@ -6,20 +6,12 @@ from __future__ import annotations
 from diffx import functional as F
 from diffx._validation import check_sample_rate
 from diffx.effects.base import Effect, ParamSpec
+from diffx.effects.base import frequency_spec as _freq_spec
 from diffx.functional import dynamics as _dynamics
 from diffx.functional import filters as _filters
 from diffx.functional import varying as _varying
 
 _Q_LIMITS = (_filters.MIN_Q, _filters.MAX_Q)
-_OPEN = (True, True)
-
-
-def _freq_spec(name: str, lo: float, hi: float, default: float, sample_rate: float) -> ParamSpec:
-    """A log-scaled frequency kept below 0.45 * sample_rate (the op accepts (0, fs/2))."""
-    hi = min(hi, 0.45 * sample_rate)
-    lo = min(lo, hi / 2)
-    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log",
-                     limits=(0.0, sample_rate / 2), limits_open=_OPEN)  # fmt: skip
 
 
 class AutoWah(Effect):

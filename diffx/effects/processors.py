@@ -6,6 +6,7 @@ import torch
 
 from diffx import functional as F
 from diffx.effects.base import Effect, ParamSpec
+from diffx.effects.base import frequency_spec as _freq_spec
 from diffx.functional import distortion as _distortion
 from diffx.functional import dynamics as _dynamics
 from diffx.functional import filters as _filters
@@ -24,15 +25,6 @@ _OPEN = (True, True)
 # high shelf. Gains +-24 dB and Q 0.1-10 come from the same source.
 _PEQ_BAND_RANGES_HZ = ((200.0, 2000.0, 400.0), (800.0, 4000.0, 1000.0),
                        (2000.0, 8000.0, 4000.0), (4000.0, 10800.0, 8000.0))  # fmt: skip
-
-
-def _freq_spec(name: str, lo: float, hi: float, default: float, sample_rate: float) -> ParamSpec:
-    """A log-scaled frequency kept below 0.45 * sample_rate so every design stays valid."""
-    ceiling = 0.45 * sample_rate
-    hi = min(hi, ceiling)
-    lo = min(lo, hi / 2)
-    return ParamSpec(name, lo, hi, min(max(default, lo), hi), "Hz", "log",
-                     limits=(0.0, sample_rate / 2), limits_open=_OPEN)  # fmt: skip
 
 
 class Gain(Effect):
