@@ -28,10 +28,11 @@ items.
 Butterworth low pass 2-8 kHz and high pass 50-200 Hz in the loop, wet output only.
 
 - diffx: :func:`diffx.functional.feedback_delay` (the same kernel, one line).
-- torch_loop: NOT a library: a plain-PyTorch per-sample loop (autograd through every sample),
-  the baseline a user without a recursive kernel writes. No installed peer has a
-  differentiable echo with a filter in its loop; pedalboard's ``Delay`` has no loop filter and
-  no gradient.
+- No peer: no installed library has a differentiable echo with a filter in its loop
+  (pedalboard's ``Delay`` has no loop filter and no gradient). A plain-PyTorch per-sample loop
+  (autograd through every sample) was tried as a baseline and dropped: one forward at batch
+  8 x 131072 ran for minutes (over the benchmark's 20 s limit per call), so the row holds
+  diffx's times and its correctness against the float64 loop only.
 
 The references are float64 per-sample loops (numba) written here, independent of diffx's
 kernel; both ops take the loop filters' coefficients from the same designs (diffx's
@@ -330,53 +331,6 @@ def _diffx_echo(x: torch.Tensor, p: Params) -> torch.Tensor:
                             lowpass_hz=p["lowpass_hz"], highpass_hz=p["highpass_hz"])  # fmt: skip
 
 
-def _torch_butter(kind: str, freq_hz: torch.Tensor) -> torch.Tensor:
-    """Normalized Butterworth (RBJ, Q = 1/sqrt(2)) ``(batch, 5)`` in torch, differentiable."""
-    w0 = 2 * math.pi * freq_hz / SAMPLE_RATE
-    cos_w0, alpha = torch.cos(w0), torch.sin(w0) / math.sqrt(2.0)
-    sign = 1.0 if kind == "low" else -1.0
-    b0 = (1 - sign * cos_w0) / 2
-    a0 = 1 + alpha
-    return torch.stack([b0, sign * 2 * b0, b0, -2 * cos_w0, 1 - alpha], -1) / a0[:, None]
-
-
-def _torch_loop_echo(x: torch.Tensor, p: Params) -> torch.Tensor:
-    """Plain PyTorch, one Python step per sample (autograd records every step)."""
-    B, _, T = x.shape
-    sections = [_torch_butter("low", p["lowpass_hz"]), _torch_butter("high", p["highpass_hz"])]
-    delay = p["delay_ms"] * (SAMPLE_RATE / 1000.0)
-    whole = torch.floor(delay.detach()).long()
-    frac = delay - whole
-    feedback = p["feedback"]
-    zero = x.new_zeros(B)
-    v: list[torch.Tensor] = []
-    state = [[zero, zero, zero, zero] for _ in sections]  # in1, in2, out1, out2
-    rows = torch.arange(B)
-    outputs = []
-
-    def tap(history, lag, n):
-        """v[n - lag] per item from ``history`` (the latest writes, newest last)."""
-        size = history.shape[1]
-        index = size - lag
-        valid = (index >= 0) & (lag <= n)
-        return torch.where(valid, history[rows, index.clamp(0, size - 1)], zero)
-
-    for n in range(T):
-        if v:
-            history = torch.stack(v[-(int(whole.max()) + 1):], 1)
-            s = (1 - frac) * tap(history, whole, n) + frac * tap(history, whole + 1, n)
-        else:
-            s = zero
-        for sec, st in zip(sections, state):
-            out = (sec[:, 0] * s + sec[:, 1] * st[0] + sec[:, 2] * st[1] - sec[:, 3] * st[2]
-                   - sec[:, 4] * st[3])  # fmt: skip
-            st[:] = [s, st[0], out, st[2]]
-            s = out
-        v.append(x[:, 0, n] + feedback * s)
-        outputs.append(s)
-    return torch.stack(outputs, 1)[:, None, :]
-
-
 FEEDBACK_DELAY = Op(
     name="feedback_delay",
     description=(
@@ -389,8 +343,6 @@ FEEDBACK_DELAY = Op(
     impls={
         "diffx": Impl(_diffx_echo, note="feedback_delay: exact recursion (numba, fused adjoint)",
                       is_diffx=True),
-        "torch_loop": Impl(_torch_loop_echo,
-                           note="NOT a library: plain-PyTorch per-sample loop (baseline)"),
     },  # fmt: skip
 )
 
