@@ -38,15 +38,14 @@ The references are float64 per-sample loops (numba) written here, independent of
 kernel; both ops take the loop filters' coefficients from the same designs (diffx's
 ``fdn_absorption_sos`` for the FDN, scipy's ``butter`` for the echo).
 
-Design choice (time domain rather than frequency sampling): ``benchmarks/fdn_domains.py``,
-run twice while writing it with one thread pinned to one core of a 2-core machine under a load
-average of 2 (``taskset -c 1``; not a benchmark run), forward + backward on 2 x 65536 samples at
-48 kHz, median of 7 calls:
+Design choice (time domain rather than frequency sampling): ``OMP_NUM_THREADS=1
+NUMBA_NUM_THREADS=1 python benchmarks/fdn_domains.py``, one run with nothing else running
+(2026-12-08), forward + backward on 2 x 65536 samples at 48 kHz, median of 7 calls:
 
-- FDN, 8 lines, RT60s 2.0/1.5/0.8 s: time domain 75 and 106 ms, frequency sampling (2 x 65536
-  bins, float64) 437 and 375 ms, the latter wrong by 1.3e-3 of the peak (the aliased tail);
+- FDN, 8 lines, RT60s 2.0/1.5/0.8 s: time domain 53.9 ms, frequency sampling (2 x 65536 bins,
+  float64) 347.1 ms, the latter wrong by 1.3e-3 of the peak (the aliased tail);
 - echo (delays 123 and 250 ms, feedback 0.7 and 0.5, low and high pass in the loop): time
-  domain 9.3 and 17.7 ms, frequency sampling 28.5 and 26.3 ms, wrong by 1.9e-2 of the peak.
+  domain 9.1 ms, frequency sampling 23.9 ms, wrong by 1.9e-2 of the peak.
 """
 
 from __future__ import annotations
