@@ -63,6 +63,18 @@ BACKENDS = ("auto", "numba", "blocks")
 
 
 @njit(cache=True, nogil=True, fastmath=False)
+def _read(v, r, i, n, m, f):  # pragma: no cover - compiled
+    """The interpolated read s_i[n] of line i (zero before the line has been written)."""
+    j0 = n - m[r, i]
+    s = 0.0
+    if j0 >= 0:
+        s += (1.0 - f[r, i]) * v[r, i, j0]
+    if j0 >= 1:
+        s += f[r, i] * v[r, i, j0 - 1]
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=False)
 def _numba_forward(first_row, end_row, x, b, c, a, m, f, sos, v, ys, y):  # pragma: no cover
     """x (R, T); b (R, N); c (R, P, N); a (R, N, N); m (R, N) int64; f (R, N);
     sos (R, N, K, 5). Writes v (R, N, T), ys (R, N, K, T) (section outputs), y (R, P, T)."""
@@ -76,12 +88,7 @@ def _numba_forward(first_row, end_row, x, b, c, a, m, f, sos, v, ys, y):  # prag
         u = np.zeros(n_lines)
         for n in range(n_samples):
             for i in range(n_lines):
-                j0 = n - m[r, i]
-                s = 0.0
-                if j0 >= 0:
-                    s += (1.0 - f[r, i]) * v[r, i, j0]
-                if j0 >= 1:
-                    s += f[r, i] * v[r, i, j0 - 1]
+                s = _read(v, r, i, n, m, f)
                 for k in range(n_sections):
                     # Transposed direct form II, as scipy.signal.sosfilt.
                     out = sos[r, i, k, 0] * s + z1[i, k]
@@ -101,18 +108,6 @@ def _numba_forward(first_row, end_row, x, b, c, a, m, f, sos, v, ys, y):  # prag
                 for i in range(n_lines):
                     acc += c[r, p, i] * u[i]
                 y[r, p, n] = acc
-
-
-@njit(cache=True, nogil=True, fastmath=False)
-def _read(v, r, i, n, m, f):  # pragma: no cover - compiled
-    """The interpolated read s_i[n] of line i (zero before the line has been written)."""
-    j0 = n - m[r, i]
-    s = 0.0
-    if j0 >= 0:
-        s += (1.0 - f[r, i]) * v[r, i, j0]
-    if j0 >= 1:
-        s += f[r, i] * v[r, i, j0 - 1]
-    return s
 
 
 @njit(cache=True, nogil=True, fastmath=False)

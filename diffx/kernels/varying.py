@@ -74,10 +74,13 @@ import torch
 from numba import njit
 
 from diffx._validation import wide_dtype
-from diffx.kernels.cuda_launch import CudaKernels, cuda_backend_available_for
+from diffx.kernels.cuda_launch import CudaKernels
+
+# The one-pole kernel's back ends and choice: numba on the CPU, numba.cuda on CUDA, the
+# reference loop elsewhere.
+from diffx.kernels.onepole import BACKENDS, resolve_backend  # noqa: F401 (BACKENDS re-exported)
 from diffx.kernels.threads import run_rows
 
-BACKENDS = ("auto", "numba", "cuda", "torch")
 SVF_MODES = ("lowpass", "bandpass", "highpass")
 _MODE_INDEX = {mode: i for i, mode in enumerate(SVF_MODES)}
 
@@ -86,22 +89,6 @@ _MODE_INDEX = {mode: i for i, mode in enumerate(SVF_MODES)}
 _CUDA_SOS = CudaKernels("SOS", "the time-varying SOS cascade", module="cuda_varying")
 _CUDA_SS = CudaKernels("STATE_SPACE", "the state-space recursion", module="cuda_varying")
 _CUDA_SVF = CudaKernels("SVF", "the state-variable filter", module="cuda_varying")
-
-
-def resolve_backend(backend: str, x: torch.Tensor) -> str:
-    """Pick the back end: numba for CPU tensors, numba.cuda for CUDA tensors, else the loop."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return {"cpu": "numba", "cuda": "cuda"}.get(x.device.type, "torch")
-    if backend == "numba" and x.device.type != "cpu":
-        raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
-    if backend == "cuda" and not cuda_backend_available_for(x):
-        raise ValueError(
-            "backend='cuda' runs on CUDA tensors only (and on CPU tensors under numba's CUDA "
-            "simulator, NUMBA_ENABLE_CUDASIM=1); use 'numba' or 'auto'"
-        )
-    return backend
 
 
 def _shift_forward(u: torch.Tensor, lag: int) -> torch.Tensor:
